@@ -1,0 +1,5 @@
+export * from "./errors.ts";
+export * from "./gpu.ts";
+export * from "./kernel.ts";
+export * from "./tensor.ts";
+export * from "./timer.ts";
