@@ -21,7 +21,12 @@ export const gpuTest = <E>(
   name: string,
   body: Effect.Effect<void, E, Gpu | Scope.Scope>,
   opts: Omit<Deno.TestDefinition, "name" | "fn"> = {},
-) => effectTest(name, body.pipe(Effect.provide(Layer.merge(Gpu.layer, quiet))), opts);
+) =>
+  effectTest(
+    name,
+    body.pipe(Effect.provide(Gpu.layer), Effect.provideService(References.MinimumLogLevel, "Warn")),
+    opts,
+  );
 
 /** Seeded uniform floats in [lo, hi): tests draw their data from this, never from Math.random. */
 export const randoms = (n: number, seed: number, lo = -1, hi = 1): Float32Array<ArrayBuffer> => {

@@ -1,7 +1,7 @@
 import { Effect } from "effect";
-import { GpuDeviceLost, GpuOutOfMemory, GpuValidationError, shapeError } from "./errors.ts";
+import { GpuDeviceLost, GpuOutOfMemory, GpuValidationError, type ShapeError, shapeError } from "./errors.ts";
 import { Gpu, type GpuContext } from "./gpu.ts";
-import type { DType, HostArray, Tensor } from "./tensor.ts";
+import { byteLengthOf, type DType, type HostArray, type Tensor } from "./tensor.ts";
 
 /** One recorded kernel launch: pipeline, bind groups and workgroup counts, ready to go into any compute pass. */
 export interface Dispatch {
@@ -54,18 +54,38 @@ export const grid1d = (gpu: GpuContext, groups: number): readonly [number, numbe
   return [Math.ceil(groups / y), y];
 };
 
-/** Checks the sizes a storage binding allows; a too-large tensor is a shape error naming the limit. */
-export const checkBindings = (gpu: GpuContext, kernel: string, tensors: ReadonlyArray<Tensor | undefined>): void => {
+/** The first tensor over the size a storage binding allows, as a shape error naming the limit. */
+export const checkBindings = (
+  gpu: GpuContext,
+  kernel: string,
+  tensors: ReadonlyArray<Tensor | undefined>,
+): ShapeError | undefined => {
   const limit = gpu.limits.maxStorageBufferBindingSize;
-  for (const t of tensors) {
-    if (t !== undefined && t.byteLength > limit) {
-      throw shapeError(
-        kernel,
-        `${t} is ${t.byteLength} bytes, over the device's maxStorageBufferBindingSize of ${limit}`,
-      );
-    }
-  }
+  const t = tensors.find((t) => t !== undefined && t.byteLength > limit);
+  return t &&
+    shapeError(kernel, `${t} is ${t.byteLength} bytes, over the device's maxStorageBufferBindingSize of ${limit}`);
 };
+
+/** Effect form of `GpuContext.tensor`: over-limit sizes and driver out-of-memory are a typed `GpuOutOfMemory`. */
+export const alloc = <D extends DType>(shape: readonly number[], dtype: D, label: string) =>
+  Effect.gen(function* () {
+    const gpu = yield* Gpu;
+    gpu.device.pushErrorScope("out-of-memory");
+    const t = yield* Effect.exit(
+      Effect.try({ try: () => gpu.tensor(shape, dtype, label), catch: (e) => e as GpuOutOfMemory }),
+    );
+    const oom = yield* Effect.promise(() => gpu.device.popErrorScope());
+    if (oom !== null) {
+      const bytes = byteLengthOf(shape, dtype);
+      return yield* new GpuOutOfMemory({
+        label,
+        bytes,
+        limit: gpu.limits.maxBufferSize,
+        message: `the device could not allocate '${label}' (${bytes} bytes): ${oom.message}`,
+      });
+    }
+    return yield* t;
+  });
 
 /**
  * Prepares one launch of a kernel: compiles (or takes from the cache) its pipeline, writes its parameters into a
@@ -74,7 +94,8 @@ export const checkBindings = (gpu: GpuContext, kernel: string, tensors: Readonly
 export const prepare = Effect.fnUntraced(function* (spec: KernelSpec, launch: Launch) {
   const gpu = yield* Gpu;
   const { device } = gpu;
-  checkBindings(gpu, spec.name, launch.tensors);
+  const tooLarge = checkBindings(gpu, spec.name, launch.tensors);
+  if (tooLarge !== undefined) return yield* tooLarge;
   const pipeline = yield* Effect.tryPromise({
     try: () => gpu.pipeline(spec.name, spec.source, spec.entryPoint, spec.constants),
     catch: (e) =>

@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
 import { Effect } from "effect";
-import { Gpu } from "../src/gpu/gpu.ts";
-import { read, run } from "../src/gpu/kernel.ts";
-import { copy, fill } from "../src/ops/fill.ts";
-import { gpuTest, randoms } from "./helpers.ts";
+import { Gpu } from "../../src/gpu/gpu.ts";
+import { read, run } from "../../src/gpu/kernel.ts";
+import { copy, fill } from "../../src/ops/fill.ts";
+import { gpuTest, randoms } from "../helpers.ts";
 
 for (const n of [1, 7, 63, 65, 1000]) {
   gpuTest(
