@@ -17,6 +17,11 @@ export interface AdapterSummary {
  */
 export interface Tuning {
   readonly matmul: "tiled" | "register";
+  /**
+   * Loop iterations one invocation may run in all, counting every loop: Mesa's llvmpipe silently stops loops after
+   * 65535 (measured), so kernels split longer reductions into passes. Infinity elsewhere.
+   */
+  readonly loopLimit: number;
 }
 
 export interface GpuOptions {
@@ -202,13 +207,10 @@ const envVar = (name: string): string | undefined => {
 };
 
 export const defaultTuning = (adapter: AdapterSummary): Tuning => {
+  const software = adapter.isFallbackAdapter || /llvmpipe|swiftshader|lavapipe/i.test(adapter.description);
   const forced = envVar("PCL_MATMUL");
-  const matmul = forced === "tiled" || forced === "register"
-    ? forced
-    : adapter.isFallbackAdapter || /llvmpipe|swiftshader|lavapipe/i.test(adapter.description)
-    ? "register"
-    : "tiled";
-  return { matmul };
+  const matmul = forced === "tiled" || forced === "register" ? forced : software ? "register" : "tiled";
+  return { matmul, loopLimit: /llvmpipe/i.test(adapter.description) ? 65535 : Infinity };
 };
 
 const acquire = (gpu: GPU | undefined, options: GpuOptions) =>

@@ -177,11 +177,11 @@ effectTest(
     const fakeDevice = (reason: string) =>
       ({ lost: Promise.resolve({ reason, message: "driver reset" }) }) as unknown as GPUDevice;
     const summary = { description: "fake", vendor: "", backend: "", isFallbackAdapter: false, timestamps: false };
-    const lost = new GpuContext(fakeDevice("unknown"), summary, { matmul: "tiled" });
+    const lost = new GpuContext(fakeDevice("unknown"), summary, { matmul: "tiled", loopLimit: Infinity });
     const e = failureOf(yield* Effect.exit(lost.guard(Effect.never)));
     assert.ok(e instanceof GpuDeviceLost);
     assert.match(e.message, /driver reset/);
-    const destroyed = new GpuContext(fakeDevice("destroyed"), summary, { matmul: "tiled" });
+    const destroyed = new GpuContext(fakeDevice("destroyed"), summary, { matmul: "tiled", loopLimit: Infinity });
     assert.equal(yield* destroyed.guard(Effect.sleep(20).pipe(Effect.as(7))), 7);
   }),
 );
