@@ -1,0 +1,182 @@
+import { Effect } from "effect";
+import { type ShapeError, shapeError } from "../gpu/errors.ts";
+import { alloc, type Dispatch } from "../gpu/kernel.ts";
+import type { Tensor } from "../gpu/tensor.ts";
+import { batchNormBackward, batchNormEval, batchNormTrain } from "../ops/batchnorm.ts";
+import { conv2d, conv2dBackwardInput, conv2dBackwardWeight } from "../ops/conv2d.ts";
+import { relu as reluOp, reluBackward } from "../ops/elementwise.ts";
+import { l2normalize, l2normalizeBackward } from "../ops/l2norm.ts";
+import { matmul } from "../ops/matmul.ts";
+import { globalAvgPool, globalAvgPoolBackward, maxPool2d, maxPool2dBackward } from "../ops/pool.ts";
+import { sum } from "../ops/reduce.ts";
+import type { BindOptions, Module } from "./module.ts";
+import type { ParamBuilder, Slot } from "./params.ts";
+
+/** The output and, when training, its gradient: what every module allocates for itself. */
+const outputs = Effect.fnUntraced(function* (name: string, shape: readonly number[], opts: BindOptions) {
+  const y = yield* alloc(shape, "f32", `${name}.y`);
+  const dy = opts.grad ? yield* alloc(shape, "f32", `${name}.dy`) : undefined;
+  return { y, dy };
+});
+
+const requireRank = (kernel: string, shape: readonly number[], rank: number) => {
+  if (shape.length !== rank) throw shapeError(kernel, `expects a ${rank}-D input, got [${shape}]`);
+};
+
+export interface Conv2dOptions {
+  readonly kernel: number;
+  readonly stride?: number;
+  readonly padding?: number;
+  readonly bias?: boolean;
+}
+
+/** 2-D convolution, NCHW; weights `[out, in, k, k]` drawn as PyTorch's Kaiming normal (fan_out, ReLU gain). */
+export const conv2dLayer = (p: ParamBuilder, inChannels: number, outChannels: number, o: Conv2dOptions): Module => {
+  const { kernel: k, stride = 1, padding = 0 } = o;
+  const weight = p.param("weight", [outChannels, inChannels, k, k], {
+    kind: "normal",
+    std: Math.sqrt(2 / (outChannels * k * k)),
+  });
+  const bound = 1 / Math.sqrt(inChannels * k * k);
+  const bias = o.bias ? p.param("bias", [outChannels], { kind: "uniform", bound }) : undefined;
+  const conv = { stride, padding };
+  const outputShape = (s: readonly number[]) => {
+    requireRank("conv2d", s, 4);
+    if (s[1] !== inChannels) throw shapeError("conv2d", `expects ${inChannels} input channels, got [${s}]`);
+    const out = (n: number) => Math.floor((n + 2 * padding - k) / stride) + 1;
+    return [s[0], outChannels, out(s[2]), out(s[3])];
+  };
+  return {
+    outputShape,
+    bind: Effect.fnUntraced(function* (x, dx, opts) {
+      const { y, dy } = yield* outputs("conv2d", outputShape(x.shape), opts);
+      const forward = [yield* conv2d(x, weight.value, bias?.value, y, conv)];
+      const backward: Dispatch[] = [];
+      if (dy !== undefined) {
+        backward.push(yield* conv2dBackwardWeight(x, dy, weight.grad, bias?.grad, conv));
+        if (dx !== undefined) backward.push(yield* conv2dBackwardInput(dy, weight.value, dx, conv));
+      }
+      return { y, dy, forward, backward };
+    }),
+  };
+};
+
+/** Batch normalisation over (N, H, W) per channel for 4-D inputs, over N for 2-D ones; PyTorch's defaults. */
+export const batchNorm = (p: ParamBuilder, channels: number): Module => {
+  const gamma = p.param("weight", [channels], { kind: "constant", value: 1 });
+  const beta = p.param("bias", [channels], { kind: "constant", value: 0 });
+  const running = {
+    mean: p.buffer("running_mean", [channels], { kind: "constant", value: 0 }),
+    variance: p.buffer("running_var", [channels], { kind: "constant", value: 1 }),
+  };
+  return {
+    outputShape: (s) => {
+      if ((s.length !== 2 && s.length !== 4) || s[1] !== channels) {
+        throw shapeError("batchNorm", `expects [N, ${channels}] or [N, ${channels}, H, W], got [${s}]`);
+      }
+      return s;
+    },
+    bind: Effect.fnUntraced(function* (x, dx, opts) {
+      const { y, dy } = yield* outputs("batchNorm", x.shape, opts);
+      const affine = { gamma: gamma.value, beta: beta.value };
+      const stats = { mean: running.mean.value, variance: running.variance.value };
+      if (!opts.train) return { y, dy, forward: [yield* batchNormEval(x, y, affine, stats)], backward: [] };
+      const groups = opts.bnGroups ?? 1;
+      const saved = {
+        mean: yield* alloc([groups * channels], "f32", "batchNorm.savedMean"),
+        invStd: yield* alloc([groups * channels], "f32", "batchNorm.savedInvStd"),
+      };
+      const forward = [yield* batchNormTrain(x, y, affine, stats, saved, { groups })];
+      if (dy === undefined) return { y, dy, forward, backward: [] };
+      if (dx === undefined) return yield* shapeError("batchNorm", "needs an input gradient buffer when training");
+      const grads = { gamma: gamma.grad, beta: beta.grad };
+      return { y, dy, forward, backward: [yield* batchNormBackward(x, dy, dx, gamma.value, saved, grads, { groups })] };
+    }),
+  };
+};
+
+/** y = x·Wᵀ + b with PyTorch's `nn.Linear` layout and default initialisation (uniform ±1/√in). */
+export const linear = (p: ParamBuilder, inFeatures: number, outFeatures: number, withBias = true): Module => {
+  const bound = 1 / Math.sqrt(inFeatures);
+  const weight = p.param("weight", [outFeatures, inFeatures], { kind: "uniform", bound });
+  const bias: Slot | undefined = withBias ? p.param("bias", [outFeatures], { kind: "uniform", bound }) : undefined;
+  const outputShape = (s: readonly number[]) => {
+    if (s.length !== 2 || s[1] !== inFeatures) throw shapeError("linear", `expects [N, ${inFeatures}], got [${s}]`);
+    return [s[0], outFeatures];
+  };
+  return {
+    outputShape,
+    bind: Effect.fnUntraced(function* (x, dx, opts) {
+      const { y, dy } = yield* outputs("linear", outputShape(x.shape), opts);
+      const forward = [yield* matmul(x, weight.value, y, { transB: true, ...(bias ? { bias: bias.value } : {}) })];
+      const backward: Dispatch[] = [];
+      if (dy !== undefined) {
+        backward.push(yield* matmul(dy, x, weight.grad, { transA: true }));
+        if (bias !== undefined) backward.push(yield* sum(dy, 0, bias.grad));
+        if (dx !== undefined) backward.push(yield* matmul(dy, weight.value, dx));
+      }
+      return { y, dy, forward, backward };
+    }),
+  };
+};
+
+/** Elementwise max(x, 0). */
+export const relu: Module = {
+  outputShape: (s) => s,
+  bind: Effect.fnUntraced(function* (x, dx, opts) {
+    const { y, dy } = yield* outputs("relu", x.shape, opts);
+    const backward = dy !== undefined && dx !== undefined ? [yield* reluBackward(x, dy, dx)] : [];
+    return { y, dy, forward: [yield* reluOp(x, y)], backward };
+  }),
+};
+
+/** Row-wise L2 normalisation: the encoders' output lies on the unit sphere. */
+export const l2Normalize: Module = {
+  outputShape: (s) => {
+    if (s.length !== 2) throw shapeError("l2Normalize", `expects [N, d], got [${s}]`);
+    return s;
+  },
+  bind: Effect.fnUntraced(function* (x, dx, opts) {
+    const { y, dy } = yield* outputs("l2Normalize", x.shape, opts);
+    const backward = dy !== undefined && dx !== undefined ? [yield* l2normalizeBackward(x, y, dy, dx)] : [];
+    return { y, dy, forward: [yield* l2normalize(x, y)], backward };
+  }),
+};
+
+/** Mean over H and W: [N, C, H, W] to [N, C]. */
+export const globalAvgPoolLayer: Module = {
+  outputShape: (s) => {
+    requireRank("globalAvgPool", s, 4);
+    return [s[0], s[1]];
+  },
+  bind: Effect.fnUntraced(function* (x, dx, opts) {
+    const { y, dy } = yield* outputs("globalAvgPool", [x.shape[0], x.shape[1]], opts);
+    const backward = dy !== undefined && dx !== undefined ? [yield* globalAvgPoolBackward(dy, dx)] : [];
+    return { y, dy, forward: [yield* globalAvgPool(x, y)], backward };
+  }),
+};
+
+/** Max pooling with a square window (the ResNet ImageNet stem: 3x3, stride 2, padding 1). */
+export const maxPool = (kernel: number, stride: number, padding: number): Module => {
+  const outputShape = (s: readonly number[]) => {
+    requireRank("maxPool2d", s, 4);
+    const out = (n: number) => Math.floor((n + 2 * padding - kernel) / stride) + 1;
+    return [s[0], s[1], out(s[2]), out(s[3])];
+  };
+  return {
+    outputShape,
+    bind: Effect.fnUntraced(function* (x, dx, opts) {
+      const shape = outputShape(x.shape);
+      const { y, dy } = yield* outputs("maxPool2d", shape, opts);
+      const indices = yield* alloc(shape, "u32", "maxPool2d.indices");
+      const pool = { kernel, stride, padding };
+      const forward = [yield* maxPool2d(x, y, indices, pool)];
+      const backward = dy !== undefined && dx !== undefined ? [yield* maxPool2dBackward(dy, indices, dx, pool)] : [];
+      return { y, dy, forward, backward };
+    }),
+  };
+};
+
+/** A module's output shape for `x`, with a shape it cannot take as a typed failure rather than a throw. */
+export const shapeOf = (m: Module, x: Tensor) =>
+  Effect.try({ try: () => m.outputShape(x.shape), catch: (e) => e as ShapeError });

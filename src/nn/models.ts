@@ -1,0 +1,154 @@
+import { Effect } from "effect";
+import type { Tensor } from "../gpu/tensor.ts";
+import { add, relu as reluOp, reluBackward } from "../ops/elementwise.ts";
+import { copy } from "../ops/fill.ts";
+import { alloc, type Dispatch } from "../gpu/kernel.ts";
+import { batchNorm, conv2dLayer, globalAvgPoolLayer, l2Normalize, linear, maxPool, relu, shapeOf } from "./layers.ts";
+import { type BindOptions, type Module, sequential } from "./module.ts";
+import { ParamBuilder, type ParamStore } from "./params.ts";
+
+const convBnRelu = (p: ParamBuilder, i: number, inC: number, outC: number, stride: number) => [
+  conv2dLayer(p.scope(`conv${i}`), inC, outC, { kernel: 3, stride, padding: 1 }),
+  batchNorm(p.scope(`bn${i}`), outC),
+  relu,
+];
+
+/** The small encoder for 28x28 grey images: three conv3x3 + BN + ReLU (32, 64 s2, 128 s2), global average pool. */
+export const convnet = (p: ParamBuilder, inChannels = 1) => ({
+  backbone: sequential(
+    ...convBnRelu(p, 1, inChannels, 32, 1),
+    ...convBnRelu(p, 2, 32, 64, 2),
+    ...convBnRelu(p, 3, 64, 128, 2),
+    globalAvgPoolLayer,
+  ),
+  features: 128,
+});
+
+/** y = relu(body(x) + shortcut(x)), the shortcut being the identity when absent. */
+export const residual = (body: Module, shortcut: Module | undefined): Module => ({
+  outputShape: body.outputShape,
+  bind: Effect.fnUntraced(function* (x, dx, opts) {
+    const b = yield* body.bind(x, dx, opts);
+    const dxShortcut = dx && shortcut ? yield* alloc(x.shape, "f32", "residual.dxShortcut") : undefined;
+    const s = shortcut ? yield* shortcut.bind(x, dxShortcut, opts) : undefined;
+    const sum = yield* alloc(b.y.shape, "f32", "residual.sum");
+    const y = yield* alloc(b.y.shape, "f32", "residual.y");
+    const forward = [...b.forward, ...(s?.forward ?? []), yield* add(b.y, s?.y ?? x, sum), yield* reluOp(sum, y)];
+    if (b.dy === undefined) return { y, dy: undefined, forward, backward: [] };
+    const dy = yield* alloc(y.shape, "f32", "residual.dy");
+    // Both branches receive the same gradient: relu' into the body's dy, copied to the shortcut's.
+    const backward: Dispatch[] = [yield* reluBackward(sum, dy, b.dy)];
+    if (s?.dy !== undefined) backward.push(yield* copy(b.dy, s.dy));
+    backward.push(...b.backward, ...(s?.backward ?? []));
+    if (dx !== undefined) backward.push(yield* add(dx, dxShortcut ?? b.dy, dx));
+    return { y, dy, forward, backward };
+  }),
+});
+
+/** torchvision's BasicBlock, with its parameter names (conv1, bn1, conv2, bn2, downsample.0, downsample.1). */
+const basicBlock = (p: ParamBuilder, inC: number, outC: number, stride: number): Module =>
+  residual(
+    sequential(
+      conv2dLayer(p.scope("conv1"), inC, outC, { kernel: 3, stride, padding: 1 }),
+      batchNorm(p.scope("bn1"), outC),
+      relu,
+      conv2dLayer(p.scope("conv2"), outC, outC, { kernel: 3, stride: 1, padding: 1 }),
+      batchNorm(p.scope("bn2"), outC),
+    ),
+    stride !== 1 || inC !== outC
+      ? sequential(
+        conv2dLayer(p.scope("downsample.0"), inC, outC, { kernel: 1, stride }),
+        batchNorm(p.scope("downsample.1"), outC),
+      )
+      : undefined,
+  );
+
+/**
+ * ResNet-18 with torchvision's names. The CIFAR stem is a 3x3 conv without max pool (for 32x32 inputs); the
+ * ImageNet stem a 7x7 stride-2 conv and a 3x3 stride-2 max pool.
+ */
+export const resnet18 = (p: ParamBuilder, stem: "cifar" | "imagenet", inChannels = 3) => {
+  const stemLayers = stem === "cifar"
+    ? [conv2dLayer(p.scope("conv1"), inChannels, 64, { kernel: 3, stride: 1, padding: 1 })]
+    : [conv2dLayer(p.scope("conv1"), inChannels, 64, { kernel: 7, stride: 2, padding: 3 })];
+  const bn1 = batchNorm(p.scope("bn1"), 64); // declared here: parameter order is torchvision's
+  const blocks: Module[] = [];
+  let channels = 64;
+  [64, 128, 256, 512].forEach((width, i) => {
+    const layer = p.scope(`layer${i + 1}`);
+    blocks.push(basicBlock(layer.scope(0), channels, width, i === 0 ? 1 : 2));
+    blocks.push(basicBlock(layer.scope(1), width, width, 1));
+    channels = width;
+  });
+  return {
+    backbone: sequential(
+      ...stemLayers,
+      bn1,
+      relu,
+      ...(stem === "imagenet" ? [maxPool(3, 2, 1)] : []),
+      ...blocks,
+      globalAvgPoolLayer,
+    ),
+    features: 512,
+  };
+};
+
+export type Architecture = "convnet" | "resnet18-cifar" | "resnet18-imagenet";
+
+export interface EncoderSpec {
+  readonly arch: Architecture;
+  readonly inChannels: number;
+  /** `linear` is PCL v1's head (features → dim); `mlp` is v2's (features → hidden → ReLU → dim), no BN. */
+  readonly head: "linear" | "mlp";
+  readonly hidden?: number;
+  readonly dim: number;
+}
+
+/** A backbone, a projection head and the output normalisation, with all their parameters in one store. */
+export interface Encoder {
+  readonly spec: EncoderSpec;
+  readonly params: ParamStore;
+  readonly backbone: Module;
+  readonly head: Module;
+  readonly features: number;
+}
+
+/** Builds an encoder with PyTorch names (`conv1.weight`, ..., `fc.0.weight` for the MLP head), seeded. */
+export const encoder = (spec: EncoderSpec, seed: number) =>
+  Effect.gen(function* () {
+    const p = ParamBuilder.create();
+    const { backbone, features } = spec.arch === "convnet"
+      ? convnet(p, spec.inChannels)
+      : resnet18(p, spec.arch === "resnet18-cifar" ? "cifar" : "imagenet", spec.inChannels);
+    const head = spec.head === "linear" ? linear(p.scope("fc"), features, spec.dim) : sequential(
+      linear(p.scope("fc.0"), features, spec.hidden ?? features),
+      relu,
+      linear(p.scope("fc.2"), spec.hidden ?? features, spec.dim),
+    );
+    const params = yield* p.allocate(seed, spec.arch);
+    return { spec, params, backbone, head, features } satisfies Encoder;
+  });
+
+/** An encoder bound to an input batch: backbone features, the normalised embedding z, and both passes. */
+export interface BoundEncoder {
+  readonly features: Tensor<"f32">;
+  readonly z: Tensor<"f32">;
+  /** Gradient of the loss with respect to z, to be filled before `backward` runs (when bound with `grad`). */
+  readonly dz: Tensor<"f32"> | undefined;
+  readonly forward: readonly Dispatch[];
+  readonly backward: readonly Dispatch[];
+}
+
+export const bindEncoder = Effect.fnUntraced(function* (e: Encoder, x: Tensor<"f32">, opts: BindOptions) {
+  yield* shapeOf(sequential(e.backbone, e.head), x);
+  const b = yield* e.backbone.bind(x, undefined, opts);
+  const h = yield* e.head.bind(b.y, b.dy, opts);
+  const n = yield* l2Normalize.bind(h.y, h.dy, opts);
+  return {
+    features: b.y,
+    z: n.y,
+    dz: n.dy,
+    forward: [...b.forward, ...h.forward, ...n.forward],
+    backward: [...n.backward, ...h.backward, ...b.backward],
+  } satisfies BoundEncoder;
+});

@@ -1,0 +1,224 @@
+import { Effect } from "effect";
+import { Gpu, type GpuContext } from "../gpu/gpu.ts";
+import { alloc } from "../gpu/kernel.ts";
+import { numel, Tensor } from "../gpu/tensor.ts";
+
+/** Storage-binding offsets must be multiples of 256 bytes: every tensor in a flat store starts on a 64-float line. */
+const ALIGN = 64;
+const aligned = (n: number) => Math.ceil(n / ALIGN) * ALIGN;
+
+/** How a parameter or buffer starts: constant, or drawn from a seeded distribution (PyTorch's default inits). */
+export type Init =
+  | { readonly kind: "constant"; readonly value: number }
+  | { readonly kind: "normal"; readonly std: number }
+  | { readonly kind: "uniform"; readonly bound: number };
+
+/** A named tensor of a flat store: its shape and where it starts, in floats. */
+export interface StoreEntry {
+  readonly name: string;
+  readonly shape: readonly number[];
+  readonly offset: number;
+}
+
+interface Entry extends StoreEntry {
+  readonly init: Init;
+}
+
+/** A tensor of a flat store: a named view, valid once the store is allocated. */
+export class Slot {
+  #view: Tensor<"f32"> | undefined;
+  #grad: Tensor<"f32"> | undefined;
+  constructor(readonly name: string, readonly shape: readonly number[]) {}
+
+  get value(): Tensor<"f32"> {
+    if (this.#view === undefined) throw new Error(`'${this.name}' is used before its store was allocated`);
+    return this.#view;
+  }
+
+  /** The gradient view (parameters only); undefined for buffers. */
+  get grad(): Tensor<"f32"> {
+    if (this.#grad === undefined) throw new Error(`'${this.name}' has no gradient (a buffer, or not allocated)`);
+    return this.#grad;
+  }
+
+  /** @internal */
+  attach(view: Tensor<"f32">, grad: Tensor<"f32"> | undefined) {
+    this.#view = view;
+    this.#grad = grad;
+  }
+}
+
+/**
+ * Collects a model's named parameters and buffers (PyTorch names such as `layer1.0.conv1.weight`), then lays them out
+ * in flat stores: one for parameter values, one of the same layout for their gradients, one for buffers (BN running
+ * statistics). The optimizer, the momentum (EMA) update and checkpoints then each act on one tensor per store.
+ */
+export class ParamBuilder {
+  private constructor(private readonly layout: Layout, private readonly prefix: string) {}
+
+  static create(): ParamBuilder {
+    return new ParamBuilder({ params: [], buffers: [], slots: new Map(), paramSize: 0, bufferSize: 0 }, "");
+  }
+
+  /** A builder whose names are `prefix.name`; it adds to the same stores. */
+  scope(name: string | number): ParamBuilder {
+    return new ParamBuilder(this.layout, this.qualify(String(name)));
+  }
+
+  param(name: string, shape: readonly number[], init: Init): Slot {
+    const entry = { name: this.qualify(name), shape, init, offset: this.layout.paramSize };
+    this.layout.paramSize += aligned(numel(shape));
+    this.layout.params.push(entry);
+    return this.slot(entry);
+  }
+
+  buffer(name: string, shape: readonly number[], init: Init): Slot {
+    const entry = { name: this.qualify(name), shape, init, offset: this.layout.bufferSize };
+    this.layout.bufferSize += aligned(numel(shape));
+    this.layout.buffers.push(entry);
+    return this.slot(entry);
+  }
+
+  /** Allocates the stores, draws the initial values with `seed` and uploads them. */
+  allocate(seed: number, label = "model") {
+    const layout = this.layout;
+    return Effect.gen(function* () {
+      const gpu = yield* Gpu;
+      const values = yield* alloc([Math.max(layout.paramSize, ALIGN)], "f32", `${label}.params`);
+      const grads = yield* alloc([Math.max(layout.paramSize, ALIGN)], "f32", `${label}.grads`);
+      const buffers = yield* alloc([Math.max(layout.bufferSize, ALIGN)], "f32", `${label}.buffers`);
+      const rng = new NormalRng(seed);
+      gpu.write(values, fillHost(layout.params, layout.paramSize, rng));
+      gpu.write(buffers, fillHost(layout.buffers, layout.bufferSize, rng));
+      for (const e of layout.params) layout.slots.get(e.name)!.attach(view(values, e), view(grads, e));
+      for (const e of layout.buffers) layout.slots.get(e.name)!.attach(view(buffers, e), undefined);
+      return new ParamStore(values, grads, buffers, layout.params, layout.buffers);
+    });
+  }
+
+  private qualify(name: string) {
+    return this.prefix === "" ? name : `${this.prefix}.${name}`;
+  }
+
+  private slot(entry: Entry) {
+    if (this.layout.slots.has(entry.name)) throw new Error(`duplicate parameter or buffer name '${entry.name}'`);
+    const s = new Slot(entry.name, entry.shape);
+    this.layout.slots.set(entry.name, s);
+    return s;
+  }
+}
+
+interface Layout {
+  readonly params: Entry[];
+  readonly buffers: Entry[];
+  readonly slots: Map<string, Slot>;
+  paramSize: number;
+  bufferSize: number;
+}
+
+const view = (store: Tensor<"f32">, e: Entry) => new Tensor(store.buffer, e.shape, "f32", e.offset * 4);
+
+const fillHost = (entries: readonly Entry[], size: number, rng: NormalRng) => {
+  const host = new Float32Array(Math.max(size, ALIGN));
+  for (const e of entries) {
+    const n = numel(e.shape);
+    for (let i = 0; i < n; i++) {
+      host[e.offset + i] = e.init.kind === "constant"
+        ? e.init.value
+        : e.init.kind === "normal"
+        ? e.init.std * rng.normal()
+        : e.init.bound * (2 * rng.uniform() - 1);
+    }
+  }
+  return host;
+};
+
+/** A model's allocated stores and the layout that names every tensor in them. */
+export class ParamStore {
+  constructor(
+    readonly values: Tensor<"f32">,
+    readonly grads: Tensor<"f32">,
+    readonly buffers: Tensor<"f32">,
+    private readonly paramEntries: readonly Entry[],
+    private readonly bufferEntries: readonly Entry[],
+  ) {}
+
+  /** Parameters in declaration order (PyTorch's `state_dict` order), with their offsets in floats in the stores. */
+  get parameters(): ReadonlyArray<StoreEntry> {
+    return this.paramEntries;
+  }
+
+  get bufferNames(): ReadonlyArray<StoreEntry> {
+    return this.bufferEntries;
+  }
+
+  get parameterCount(): number {
+    return this.paramEntries.reduce((n, e) => n + numel(e.shape), 0);
+  }
+
+  /** Every parameter and buffer by name, read from the GPU (for checkpoints and tests). */
+  async stateDict(gpu: GpuContext): Promise<Map<string, Float32Array<ArrayBuffer>>> {
+    const [values, buffers] = await Promise.all([gpu.read(this.values), gpu.read(this.buffers)]);
+    const out = new Map<string, Float32Array<ArrayBuffer>>();
+    for (const e of this.paramEntries) out.set(e.name, values.slice(e.offset, e.offset + numel(e.shape)));
+    for (const e of this.bufferEntries) out.set(e.name, buffers.slice(e.offset, e.offset + numel(e.shape)));
+    return out;
+  }
+
+  /** Writes tensors by name (a checkpoint, or another model's state); unknown names or wrong sizes are refused. */
+  loadStateDict(gpu: GpuContext, state: ReadonlyMap<string, Float32Array<ArrayBuffer>>): void {
+    const all = [
+      ...this.paramEntries.map((e) => [e, this.values] as const),
+      ...this.bufferEntries.map((e) => [e, this.buffers] as const),
+    ];
+    const missing = all.filter(([e]) => !state.has(e.name)).map(([e]) => e.name);
+    if (missing.length > 0) throw new RangeError(`state is missing ${missing.join(", ")}`);
+    for (const [e, store] of all) {
+      const data = state.get(e.name)!;
+      if (data.length !== numel(e.shape)) {
+        throw new RangeError(`'${e.name}' has ${data.length} values, expected [${e.shape}] = ${numel(e.shape)}`);
+      }
+      gpu.write(view(store, e), data);
+    }
+  }
+}
+
+/** A seeded xorshift128+ generator with Box-Muller normals: initialisation only, never in a kernel. */
+export class NormalRng {
+  private s0: bigint;
+  private s1: bigint;
+  private spare: number | undefined;
+
+  constructor(seed: number) {
+    const mix = (z: bigint) => {
+      z = (z ^ (z >> 30n)) * 0xbf58476d1ce4e5b9n & 0xffffffffffffffffn;
+      z = (z ^ (z >> 27n)) * 0x94d049bb133111ebn & 0xffffffffffffffffn;
+      return z ^ (z >> 31n);
+    };
+    this.s0 = mix(BigInt(seed >>> 0) + 0x9e3779b97f4a7c15n);
+    this.s1 = mix(this.s0 + 0x9e3779b97f4a7c15n);
+  }
+
+  /** Uniform in (0, 1). */
+  uniform(): number {
+    let x = this.s0;
+    const y = this.s1;
+    this.s0 = y;
+    x ^= (x << 23n) & 0xffffffffffffffffn;
+    this.s1 = x ^ y ^ (x >> 17n) ^ (y >> 26n);
+    const bits = Number(((this.s1 + y) & 0xffffffffffffffffn) >> 11n);
+    return (bits + 0.5) / 2 ** 53;
+  }
+
+  normal(): number {
+    if (this.spare !== undefined) {
+      const s = this.spare;
+      this.spare = undefined;
+      return s;
+    }
+    const r = Math.sqrt(-2 * Math.log(this.uniform()));
+    const t = 2 * Math.PI * this.uniform();
+    this.spare = r * Math.sin(t);
+    return r * Math.cos(t);
+  }
+}

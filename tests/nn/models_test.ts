@@ -1,0 +1,197 @@
+import assert from "node:assert/strict";
+import { Effect } from "effect";
+import { Gpu, type GpuContext } from "../../src/gpu/gpu.ts";
+import { run } from "../../src/gpu/kernel.ts";
+import type { Tensor } from "../../src/gpu/tensor.ts";
+import { bindEncoder, encoder, residual } from "../../src/nn/models.ts";
+import { ParamBuilder, type ParamStore } from "../../src/nn/params.ts";
+import { batchNorm, conv2dLayer, linear, relu } from "../../src/nn/layers.ts";
+import { sequential } from "../../src/nn/module.ts";
+import { assertClose, gpuTest, randoms } from "../helpers.ts";
+import * as ref from "./cpu_reference.ts";
+
+const state64 = async (gpu: GpuContext, params: ParamStore) =>
+  new Map([...await params.stateDict(gpu)].map(([name, v]) => {
+    const shape = [...params.parameters, ...params.bufferNames].find((e) => e.name === name)!.shape;
+    return [name, ref.t64(v, shape)] as const;
+  }));
+
+/**
+ * Compares GPU gradients with central differences of the float64 reference, at a few coordinates of every parameter.
+ * Tolerance: the GPU works in f32 through several layers with batch statistics, so we allow 1e-3 of the largest
+ * gradient magnitude plus 2% relative; a wrong formula (a missing term, a transposed index) is off by far more.
+ */
+const checkGradients = async (
+  gpu: GpuContext,
+  params: ParamStore,
+  f: (s: ref.State) => ref.T64,
+  upstream: Float32Array,
+  perTensor = 4,
+) => {
+  const state = await state64(gpu, params);
+  const grads = await gpu.read(params.grads);
+  let checked = 0;
+  for (const e of params.parameters) {
+    const n = e.shape.reduce((a, b) => a * b, 1);
+    const g = grads.subarray(e.offset, e.offset + n);
+    const scale = Math.max(...Array.from(g, Math.abs), 1e-6);
+    for (let k = 0; k < Math.min(perTensor, n); k++) {
+      const i = Math.floor(((k + 0.5) / perTensor) * n);
+      const fd = ref.finiteDifference(f, state, e.name, i, upstream);
+      assert.ok(
+        Math.abs(g[i] - fd) <= 1e-3 * scale + 0.02 * Math.abs(fd),
+        `${e.name}[${i}]: GPU ${g[i]}, finite difference ${fd} (scale ${scale})`,
+      );
+      checked++;
+    }
+  }
+  return checked;
+};
+
+const upload = (gpu: GpuContext, data: Float32Array<ArrayBuffer>, shape: readonly number[], label: string) =>
+  gpu.upload(data, "f32", shape, label) as Tensor<"f32">;
+
+gpuTest(
+  "nn: convnet + MLP head + L2 norm, forward equals the float64 reference and gradients equal finite differences",
+  Effect.gen(function* () {
+    const gpu = yield* Gpu;
+    const spec = { arch: "convnet", inChannels: 1, head: "mlp", hidden: 16, dim: 8 } as const;
+    const enc = yield* encoder(spec, 7);
+    const xShape = [3, 1, 8, 8];
+    const xData = randoms(3 * 64, 1, 0, 1);
+    const x = upload(gpu, xData, xShape, "x");
+    const b = yield* bindEncoder(enc, x, { train: true, grad: true });
+    const upstream = randoms(3 * 8, 2);
+    // Read the parameters before the forward: in training mode it updates BN running statistics (not used here).
+    const f = (s: ref.State) => ref.convnetMlp(s, ref.t64(xData, xShape));
+    const expected = f(yield* Effect.promise(() => state64(gpu, enc.params)));
+    yield* run(b.forward);
+    gpu.write(b.dz!, upstream);
+    yield* run(b.backward);
+    // z is unit-norm; f32 through three convs and BN stays well within 1e-4.
+    assertClose(yield* Effect.promise(() => gpu.read(b.z)), expected.data, { atol: 1e-4, rtol: 0, what: "z" });
+    const checked = yield* Effect.promise(() => checkGradients(gpu, enc.params, f, upstream));
+    assert.equal(checked, enc.params.parameters.length * 4);
+  }),
+);
+
+gpuTest(
+  "nn: a ResNet basic block with a strided downsample, input and parameter gradients against finite differences",
+  Effect.gen(function* () {
+    const gpu = yield* Gpu;
+    const p = ParamBuilder.create();
+    const block = p.scope("block");
+    const module = residual(
+      sequential(
+        conv2dLayer(block.scope("conv1"), 4, 6, { kernel: 3, stride: 2, padding: 1 }),
+        batchNorm(block.scope("bn1"), 6),
+        relu,
+        conv2dLayer(block.scope("conv2"), 6, 6, { kernel: 3, stride: 1, padding: 1 }),
+        batchNorm(block.scope("bn2"), 6),
+      ),
+      sequential(
+        conv2dLayer(block.scope("downsample.0"), 4, 6, { kernel: 1, stride: 2 }),
+        batchNorm(block.scope("downsample.1"), 6),
+      ),
+    );
+    const params = yield* p.allocate(3);
+    const xShape = [2, 4, 5, 5];
+    const xData = randoms(2 * 4 * 25, 4);
+    const x = upload(gpu, xData, xShape, "x");
+    const dx = gpu.tensor(xShape, "f32", "dx");
+    const b = yield* module.bind(x, dx, { train: true, grad: true });
+    assert.deepEqual(b.y.shape, [2, 6, 3, 3]);
+    const upstream = randoms(2 * 6 * 9, 5);
+    const f = (s: ref.State) => ref.basicBlock(s, "block", ref.t64(s.get("x")?.data ?? xData, xShape), 2);
+    yield* run(b.forward);
+    gpu.write(b.dy!, upstream);
+    yield* run(b.backward);
+    yield* Effect.promise(() => checkGradients(gpu, params, f, upstream));
+    // The input gradient: both branches contribute.
+    const state = new Map([...yield* Effect.promise(() => state64(gpu, params)), ["x", ref.t64(xData, xShape)]]);
+    const gx = yield* Effect.promise(() => gpu.read(dx));
+    const scale = Math.max(...Array.from(gx, Math.abs));
+    for (const i of [0, 17, 55, 99, 150, 199]) {
+      const fd = ref.finiteDifference(f, state, "x", i, upstream);
+      assert.ok(Math.abs(gx[i] - fd) <= 1e-3 * scale + 0.02 * Math.abs(fd), `dx[${i}]: GPU ${gx[i]}, fd ${fd}`);
+    }
+  }),
+);
+
+gpuTest(
+  "nn: linear layers pass the input gradient down a chain",
+  Effect.gen(function* () {
+    const gpu = yield* Gpu;
+    const p = ParamBuilder.create();
+    const module = sequential(linear(p.scope("a"), 7, 5), relu, linear(p.scope("b"), 5, 3, false));
+    const params = yield* p.allocate(11);
+    const xData = randoms(4 * 7, 12);
+    const x = upload(gpu, xData, [4, 7], "x");
+    const dx = gpu.tensor([4, 7], "f32", "dx");
+    const b = yield* module.bind(x, dx, { train: true, grad: true });
+    const upstream = randoms(4 * 3, 13);
+    yield* run(b.forward);
+    gpu.write(b.dy!, upstream);
+    yield* run(b.backward);
+    const f = (s: ref.State) => {
+      const h = ref.relu(ref.linear(s.get("x") ?? ref.t64(xData, [4, 7]), s.get("a.weight")!, s.get("a.bias")));
+      return ref.linear(h, s.get("b.weight")!, undefined);
+    };
+    const state = new Map([...yield* Effect.promise(() => state64(gpu, params)), ["x", ref.t64(xData, [4, 7])]]);
+    assertClose(yield* Effect.promise(() => gpu.read(b.y)), f(state).data, { atol: 1e-5, rtol: 1e-5, what: "y" });
+    yield* Effect.promise(() => checkGradients(gpu, params, f, upstream, 6));
+    const gx = yield* Effect.promise(() => gpu.read(dx));
+    const fd = Array.from({ length: 28 }, (_, i) => ref.finiteDifference(f, state, "x", i, upstream));
+    assertClose(gx, fd, { atol: 1e-4, rtol: 1e-3, what: "dx" });
+  }),
+);
+
+gpuTest(
+  "nn: ResNet-18 has torchvision's parameter names and count, and both stems give 512 features",
+  Effect.gen(function* () {
+    const gpu = yield* Gpu;
+    for (const [arch, side] of [["resnet18-cifar", 32], ["resnet18-imagenet", 64]] as const) {
+      const enc = yield* encoder({ arch, inChannels: 3, head: "linear", dim: 128 }, 0);
+      const names = enc.params.parameters.map((e) => e.name);
+      const backbone = enc.params.parameters.filter((e) => !e.name.startsWith("fc."));
+      // torchvision.models.resnet18(): 11,689,512 parameters, of which fc (512 x 1000 + 1000) is 513,000.
+      const count = backbone.reduce((n, e) => n + e.shape.reduce((a, b) => a * b, 1), 0);
+      assert.equal(count, arch === "resnet18-cifar" ? 11_176_512 - 64 * 3 * 49 + 64 * 3 * 9 : 11_176_512);
+      for (const name of ["conv1.weight", "bn1.weight", "layer1.0.conv1.weight", "layer2.0.downsample.0.weight"]) {
+        assert.ok(names.includes(name), name);
+      }
+      assert.deepEqual(enc.params.bufferNames.at(-1)?.name, "layer4.1.bn2.running_var");
+      const x = upload(gpu, randoms(2 * 3 * side * side, 9), [2, 3, side, side], "x");
+      const b = yield* bindEncoder(enc, x, { train: false, grad: false });
+      assert.deepEqual(b.features.shape, [2, 512]);
+      yield* run(b.forward);
+      const z = yield* Effect.promise(() => gpu.read(b.z));
+      for (let n = 0; n < 2; n++) {
+        const norm = Math.hypot(...z.subarray(n * 128, (n + 1) * 128));
+        assert.ok(Math.abs(norm - 1) < 1e-5, `row ${n} norm ${norm}`);
+      }
+    }
+  }),
+);
+
+gpuTest(
+  "nn: initialisation follows PyTorch's defaults and is reproducible from the seed",
+  Effect.gen(function* () {
+    const gpu = yield* Gpu;
+    const spec = { arch: "convnet", inChannels: 1, head: "mlp", hidden: 128, dim: 64 } as const;
+    const [a, b, c] = yield* Effect.all([encoder(spec, 1), encoder(spec, 1), encoder(spec, 2)]);
+    const [sa, sb, sc] = yield* Effect.promise(() => Promise.all([a, b, c].map((e) => e.params.stateDict(gpu))));
+    assert.deepEqual(sa, sb);
+    assert.notDeepEqual(sa.get("conv2.weight"), sc.get("conv2.weight"));
+    // Kaiming normal, fan_out, ReLU gain: std = sqrt(2 / (64 * 9)); 18,432 draws give the std within ~1%.
+    const w = sa.get("conv2.weight")!;
+    const std = Math.sqrt(w.reduce((s, v) => s + v * v, 0) / w.length);
+    assert.ok(Math.abs(std / Math.sqrt(2 / (64 * 9)) - 1) < 0.03, `conv2 std ${std}`);
+    // nn.Linear: U(-1/sqrt(in), 1/sqrt(in)) for weight and bias.
+    const fc = sa.get("fc.0.weight")!;
+    const bound = 1 / Math.sqrt(128);
+    assert.ok(fc.every((v) => Math.abs(v) <= bound) && Math.max(...fc) > 0.95 * bound);
+    assert.ok(sa.get("bn1.weight")!.every((v) => v === 1) && sa.get("bn1.running_var")!.every((v) => v === 1));
+    assert.ok(sa.get("bn1.bias")!.every((v) => v === 0) && sa.get("bn1.running_mean")!.every((v) => v === 0));
+  }),
+);
