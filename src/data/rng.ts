@@ -19,6 +19,8 @@ export const Stream = {
   negatives: 3,
   init: 4,
   synthetic: 5,
+  keyShuffle: 6,
+  queue: 7,
 } as const;
 
 const M0 = 0xd2511f53;

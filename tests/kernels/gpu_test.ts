@@ -137,7 +137,7 @@ gpuTest(
     const d = yield* fill(x, 0);
     const values: Promise<Float32Array>[] = [];
     for (const v of [1, 2, 3]) {
-      d.setParams([["u32", 3], ["f32", v]]);
+      d.setParams([["u32", 3], ["f32", v], ["u32", 0]]);
       const enc = encode(gpu, [d]);
       const pending = gpu.readAfter(enc, x);
       gpu.device.queue.submit([enc.finish()]);
