@@ -50,7 +50,6 @@ const WG = 64;
 /** Invocations wanted per dispatch: 16 workgroups, enough to keep llvmpipe's threads busy, few partials to combine. */
 const LANES = 1024;
 
-
 interface Layout {
   readonly n: number;
   readonly c: number;
