@@ -1,0 +1,345 @@
+/**
+ * k-means kernels (kernels/kmeans.wgsl) and the host-side steps they rely on: the seeded permutations that pick
+ * initial centroids and the training subsample, and faiss's plan for splitting empty clusters.
+ *
+ * Matrices are row chunks `[rows, dp]` f32 with `dp` a multiple of 4 (rows padded with zeros), read as vec4.
+ */
+import { Effect } from "effect";
+import source from "../../kernels/kmeans.wgsl" with { type: "text" };
+import { Gpu } from "../gpu/gpu.ts";
+import { type Dispatch, grid1d, prepare } from "../gpu/kernel.ts";
+import { shapeError } from "../gpu/errors.ts";
+import type { Tensor } from "../gpu/tensor.ts";
+
+const WG = 64;
+const RADIX = 256;
+/** Elements per radix block (TILES x RADIX in the kernel). */
+export const RADIX_BLOCK = 4 * RADIX;
+/** Rows per partial sum of the objective. */
+export const OBJECTIVE_BLOCK = 256;
+
+const spec = (entryPoint: string) => ({ name: "kmeans", source, entryPoint, constants: { WG } });
+
+const is2d = (t: Tensor, cols: number) => t.dtype === "f32" && t.shape.length === 2 && t.shape[1] === cols;
+
+const check = (kernel: string, ok: boolean, message: () => string) =>
+  ok ? Effect.void : Effect.fail(shapeError(kernel, message()));
+
+/** Centroid count rounded up to the 16 centroids `assign` scores at a time (the length `cnorm` needs). */
+export const paddedK = (k: number): number => Math.ceil(k / 16) * 16;
+
+/**
+ * Nearest centroid of every row of `x` [rows, dp]: `labels[first + r]`, `dist[first + r]` (squared L2, clamped at
+ * 0), and `counts[countBase + c] += 1` for each row (zero `counts` first). `cnorm` [paddedK(k)] holds ‖c‖².
+ * 16 rows per invocation under the "register" tuning (llvmpipe), 8 elsewhere (a GPU's registers hold 8 x 16 dot
+ * products without spilling); both give the same bits.
+ */
+export const assign = Effect.fnUntraced(function* (
+  x: Tensor,
+  centroids: Tensor,
+  cnorm: Tensor,
+  labels: Tensor,
+  dist: Tensor,
+  counts: Tensor,
+  first: number,
+  countBase: number,
+) {
+  const gpu = yield* Gpu;
+  const [rows, dp] = x.shape as [number, number];
+  const k = centroids.shape[0]!;
+  yield* check(
+    "kmeans.assign",
+    x.dtype === "f32" && x.shape.length === 2 && dp % 4 === 0,
+    () => `${x}: need f32 [rows, 4m]`,
+  );
+  yield* check("kmeans.assign", is2d(centroids, dp) && k > 0, () => `${centroids} must be f32 [k, ${dp}]`);
+  yield* check(
+    "kmeans.assign",
+    cnorm.dtype === "f32" && cnorm.size >= paddedK(k),
+    () => `${cnorm} must be f32 [${paddedK(k)}] (K padded to 16)`,
+  );
+  yield* check(
+    "kmeans.assign",
+    labels.dtype === "u32" && dist.dtype === "f32" && first + rows <= Math.min(labels.size, dist.size),
+    () => `rows ${first}..${first + rows} do not fit ${labels} (u32) and ${dist} (f32)`,
+  );
+  yield* check(
+    "kmeans.assign",
+    counts.dtype === "u32" && countBase + k <= counts.size,
+    () => `${counts} (u32) has no room for ${k} counts at ${countBase}`,
+  );
+  const block = gpu.tuning.matmul === "register" ? 16 : 8;
+  return yield* prepare(spec(`assign${block}`), {
+    tensors: [x, centroids, cnorm, labels, dist, counts],
+    params: [["u32", rows], ["u32", k], ["u32", dp / 4], ["u32", first], ["u32", countBase]],
+    workgroups: grid1d(gpu, Math.ceil(rows / block / WG)),
+  });
+});
+
+/** `partial[b] = Σ dist[256 b .. 256 b + 255]` (in order) over the first `n` distances. */
+export const objectivePartials = Effect.fnUntraced(function* (dist: Tensor, n: number, partial: Tensor) {
+  const gpu = yield* Gpu;
+  const blocks = Math.ceil(n / OBJECTIVE_BLOCK);
+  yield* check("kmeans.objective", dist.dtype === "f32" && n <= dist.size, () => `${dist} has fewer than ${n} values`);
+  yield* check(
+    "kmeans.objective",
+    partial.dtype === "f32" && partial.size >= blocks,
+    () => `${partial} has room for fewer than ${blocks} partial sums`,
+  );
+  return yield* prepare(spec("objective"), {
+    tensors: [dist, partial],
+    params: [["u32", n]],
+    workgroups: grid1d(gpu, Math.ceil(blocks / WG)),
+  });
+});
+
+/** Buffers a radix sort of `n` keys needs (`keys`/`vals` twice, for ping-pong, and the histogram table). */
+export interface RadixScratch {
+  readonly keysA: Tensor;
+  readonly valsA: Tensor;
+  readonly keysB: Tensor;
+  readonly valsB: Tensor;
+  readonly hist: Tensor;
+}
+
+export const radixBlocks = (n: number): number => Math.max(1, Math.ceil(n / RADIX_BLOCK));
+export const radixHistSize = (n: number): number => RADIX * radixBlocks(n);
+/** 8-bit passes needed for keys below `k`. */
+export const radixPasses = (k: number): number => Math.max(1, Math.ceil(Math.log2(Math.max(2, k)) / 8));
+
+/**
+ * A stable sort of the point indices 0..n−1 by `keys` (u32 [n], every key < k): the dispatches, and the tensor that
+ * holds the sorted indices once they have run. Points of one cluster come out in increasing index.
+ */
+export const radixSort = Effect.fnUntraced(function* (keys: Tensor, n: number, k: number, s: RadixScratch) {
+  const gpu = yield* Gpu;
+  const blocks = radixBlocks(n);
+  const ok = keys.dtype === "u32" && keys.size >= n &&
+    [s.keysA, s.valsA, s.keysB, s.valsB].every((t) => t.dtype === "u32" && t.size >= n) &&
+    s.hist.dtype === "u32" && s.hist.size >= RADIX * blocks;
+  yield* check("kmeans.radix", ok, () => `keys ${keys} or scratch too small for ${n} u32 keys`);
+  const scan = yield* prepare(
+    { name: "kmeans", source, entryPoint: "radix_scan" },
+    { tensors: [undefined, undefined, s.hist], params: [["u32", RADIX * blocks]], workgroups: [1] },
+  );
+  const dispatches: Dispatch[] = [];
+  let inKeys = keys, inVals = s.valsB, outKeys = s.keysA, outVals = s.valsA;
+  for (let pass = 0; pass < radixPasses(k); pass++) {
+    const params = [["u32", n], ["u32", 8 * pass], ["u32", blocks], ["u32", pass === 0 ? 1 : 0]] as const;
+    const grid = grid1d(gpu, blocks);
+    dispatches.push(
+      yield* prepare({ name: "kmeans", source, entryPoint: "radix_count" }, {
+        tensors: [inKeys, undefined, s.hist],
+        params,
+        workgroups: grid,
+      }),
+      scan,
+      yield* prepare({ name: "kmeans", source, entryPoint: "radix_scatter" }, {
+        tensors: [inKeys, inVals, s.hist, outKeys, outVals],
+        params,
+        workgroups: grid,
+      }),
+    );
+    [inKeys, inVals] = [outKeys, outVals];
+    [outKeys, outVals] = pass % 2 === 0 ? [s.keysB, s.valsB] : [s.keysA, s.valsA];
+  }
+  return { dispatches, order: inVals };
+});
+
+/**
+ * Centroid sums over chunk `chunk` (of `chunks`) of the training rows: `sums[c] (+)= Σ x[order[m] − first]` over
+ * `m in starts[chunk·k + c] .. + sizes[chunk·k + c]`; the first chunk starts from 0, the last divides by the size.
+ */
+export const accumulate = Effect.fnUntraced(function* (
+  x: Tensor,
+  order: Tensor,
+  starts: Tensor,
+  sizes: Tensor,
+  sums: Tensor,
+  first: number,
+  chunk: number,
+  chunks: number,
+) {
+  const gpu = yield* Gpu;
+  const [k, dp] = sums.shape as [number, number];
+  yield* check("kmeans.accumulate", is2d(x, dp) && dp % 4 === 0, () => `${x} must be f32 [rows, ${dp}]`);
+  yield* check(
+    "kmeans.accumulate",
+    starts.dtype === "u32" && sizes.dtype === "u32" && starts.size >= chunks * k && sizes.size >= chunks * k,
+    () => `${starts} and ${sizes} must be u32 [${chunks} x ${k}]`,
+  );
+  return yield* prepare(spec("accumulate"), {
+    tensors: [x, order, starts, sizes, sums],
+    params: [["u32", k], ["u32", dp / 4], ["u32", first], ["u32", chunk], ["u32", chunks]],
+    workgroups: grid1d(gpu, Math.ceil((k * dp) / 4 / WG)),
+  });
+});
+
+/** Applies a split plan (`plan` = pairs [empty, split], `splits` of them; change it with `setSplits`). */
+export const split = Effect.fnUntraced(function* (plan: Tensor, centroids: Tensor) {
+  const gpu = yield* Gpu;
+  const [k, dp] = centroids.shape as [number, number];
+  yield* check("kmeans.split", plan.dtype === "u32" && plan.size >= 2 * k, () => `${plan} must be u32 [${2 * k}]`);
+  const d4 = dp / 4;
+  const dispatch = yield* prepare(spec("split"), {
+    tensors: [plan, centroids],
+    params: [["u32", d4], ["u32", 0]],
+    workgroups: grid1d(gpu, Math.ceil(d4 / WG)),
+  });
+  return { dispatch, setSplits: (splits: number) => dispatch.setParams([["u32", d4], ["u32", splits]]) };
+});
+
+/** `cnorm[c] = ‖c‖²`, after scaling each nonzero centroid to unit norm when `normalize`. */
+export const norms = Effect.fnUntraced(function* (centroids: Tensor, cnorm: Tensor, normalize: boolean) {
+  const gpu = yield* Gpu;
+  const [k, dp] = centroids.shape as [number, number];
+  yield* check("kmeans.norms", cnorm.dtype === "f32" && cnorm.size >= k, () => `${cnorm} must be f32 [${k}]`);
+  return yield* prepare(spec("norms"), {
+    tensors: [centroids, cnorm],
+    params: [["u32", k], ["u32", dp / 4], ["u32", normalize ? 1 : 0]],
+    workgroups: grid1d(gpu, Math.ceil(k / WG)),
+  });
+});
+
+/**
+ * `dst[r] = src[idx[idxFirst + r] − srcFirst]` for the rows whose index falls in the source chunk
+ * `[srcFirst, srcFirst + src.rows)`; other rows of `dst` are left alone.
+ */
+export const gather = Effect.fnUntraced(function* (
+  src: Tensor,
+  srcFirst: number,
+  idx: Tensor,
+  idxFirst: number,
+  dst: Tensor,
+) {
+  const gpu = yield* Gpu;
+  const [rows, dp] = dst.shape as [number, number];
+  yield* check("kmeans.gather", is2d(src, dp), () => `${src} and ${dst} must be f32 with ${dp} columns`);
+  yield* check(
+    "kmeans.gather",
+    idx.dtype === "u32" && idxFirst + rows <= idx.size,
+    () => `${idx} has no ${rows} indices at ${idxFirst}`,
+  );
+  return yield* prepare(spec("gather"), {
+    tensors: [src, idx, dst],
+    params: [["u32", rows], ["u32", dp / 4], ["u32", srcFirst], ["u32", src.shape[0]!], ["u32", idxFirst]],
+    workgroups: grid1d(gpu, Math.ceil((rows * dp) / 4 / WG)),
+  });
+});
+
+/** `dst` [rows, dp] = `src` [rows, d] with zero columns appended. */
+export const pad = Effect.fnUntraced(function* (src: Tensor, dst: Tensor) {
+  const gpu = yield* Gpu;
+  const [rows, d] = src.shape as [number, number];
+  const dp = dst.shape[1]!;
+  yield* check("kmeans.pad", dst.shape[0] === rows && dp >= d, () => `${src} does not fit ${dst}`);
+  return yield* prepare(spec("pad"), {
+    tensors: [src, dst],
+    params: [["u32", rows], ["u32", d], ["u32", dp]],
+    workgroups: grid1d(gpu, Math.ceil((rows * dp) / WG)),
+  });
+});
+
+/**
+ * Counts NaN/±Inf values of `x` (any f32 tensor) into `bad[2 chunk]` and their smallest flat index into
+ * `bad[2 chunk + 1]`; start `bad` as [0, 0xffffffff, 0, 0xffffffff, ...].
+ */
+export const nonFinite = Effect.fnUntraced(function* (x: Tensor, bad: Tensor, chunk: number) {
+  const gpu = yield* Gpu;
+  yield* check("kmeans.nonfinite", bad.dtype === "u32" && bad.size >= 2 * chunk + 2, () => `${bad} is too small`);
+  return yield* prepare(spec("nonfinite"), {
+    tensors: [x, bad],
+    params: [["u32", x.size], ["u32", chunk]],
+    workgroups: grid1d(gpu, Math.ceil(x.size / WG)),
+  });
+});
+
+// ---------------------------------------------------------------------------------------------------------------
+// Host side. The random streams need not match faiss's (it uses mt19937); they are ours, seeded and documented:
+// mulberry32 (a Weyl counter through a 32-bit mixer), with seeds above 2^32 folded in, and uniform draws from two
+// outputs (53 bits), so integer draws are unbiased to 2^-21 for any range below 2^32.
+
+export class Rng {
+  private state: number;
+
+  constructor(seed: number) {
+    const hi = Math.floor(seed / 2 ** 32);
+    this.state = ((seed >>> 0) ^ Math.imul(hi >>> 0, 0x9e3779b9)) >>> 0;
+  }
+
+  u32(): number {
+    this.state = (this.state + 0x6d2b79f5) >>> 0;
+    let t = this.state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return (t ^ (t >>> 14)) >>> 0;
+  }
+
+  /** Uniform in [0, 1). */
+  float(): number {
+    return (this.u32() * 2 ** 21 + (this.u32() >>> 11)) / 2 ** 53;
+  }
+
+  /** Uniform integer in [0, m). */
+  int(m: number): number {
+    return Math.floor(this.float() * m);
+  }
+}
+
+/**
+ * The first `m` entries of a seeded random permutation of 0..n−1: forward Fisher–Yates as faiss's `rand_perm`,
+ * stopped after `m` swaps (the first m entries are then final).
+ */
+export const permutationPrefix = (n: number, m: number, seed: number): Uint32Array<ArrayBuffer> => {
+  const perm = new Uint32Array(n);
+  for (let i = 0; i < n; i++) perm[i] = i;
+  const rng = new Rng(seed);
+  for (let i = 0; i < Math.min(m, n - 1); i++) {
+    const j = i + rng.int(n - i);
+    const t = perm[i]!;
+    perm[i] = perm[j]!;
+    perm[j] = t;
+  }
+  return perm.slice(0, m);
+};
+
+/** faiss's seed for the initial permutation of restart `redo`. */
+export const restartSeed = (seed: number, redo: number): number => seed + 1 + redo * 15486557;
+
+/**
+ * The training rows when `n` exceeds `k · maxPointsPerCentroid` (faiss then trains on that many points of a
+ * permutation seeded with `seed`), else undefined (all rows, in order).
+ */
+export const trainingRows = (n: number, k: number, maxPointsPerCentroid: number, seed: number) =>
+  n > k * maxPointsPerCentroid ? permutationPrefix(n, k * maxPointsPerCentroid, seed) : undefined;
+
+/** Rows of the training set that restart `redo` starts from: K distinct points. */
+export const initialRows = (nTrain: number, k: number, seed: number, redo: number) =>
+  permutationPrefix(nTrain, k, restartSeed(seed, redo));
+
+/**
+ * faiss's `split_clusters` plan for the cluster sizes `hassign` (float32, as faiss keeps them; updated in place):
+ * each empty cluster ci, in order, takes cluster cj found by scanning cj = 0, 1, ... cyclically and accepting cj
+ * with probability (size_j − 1) / (n − k), drawn from a generator seeded 1234 on every call; then the two share
+ * cj's size. Returns [ci, cj] pairs, in the order they must be applied. If no cluster has more than one point
+ * (impossible when n ≥ k), the remaining empty clusters are left as they are rather than looping forever.
+ */
+export const splitPlan = (hassign: Float32Array, n: number): Array<readonly [number, number]> => {
+  const k = hassign.length;
+  const rng = new Rng(1234);
+  const plan: Array<readonly [number, number]> = [];
+  const denominator = Math.fround(n - k);
+  for (let ci = 0; ci < k; ci++) {
+    if (hassign[ci] !== 0) continue;
+    if (!hassign.some((h) => h > 1)) break;
+    let cj = 0;
+    for (;; cj = (cj + 1) % k) {
+      const p = Math.fround((hassign[cj]! - 1) / denominator);
+      if (rng.float() < p) break;
+    }
+    plan.push([ci, cj]);
+    hassign[ci] = hassign[cj]! / 2;
+    hassign[cj] = hassign[cj]! - hassign[ci]!;
+  }
+  return plan;
+};

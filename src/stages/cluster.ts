@@ -1,0 +1,570 @@
+/**
+ * The E-step's k-means (`cluster` stage): for each K, faiss's k-means as PCL runs it (pcl-algorithm.md §3), on the
+ * GPU. Per restart: K distinct data points of a seeded permutation as initial centroids, then `niter` Lloyd
+ * iterations, each one: assign every training point to its nearest centroid, add up the objective, recompute the
+ * means, split empty clusters. The restart with the lowest final objective wins; one last assignment pass over all
+ * points then gives `im2cluster` and each point's squared distance to its (unnormalised) centroid.
+ *
+ * Cost of exactness: each iteration reads back the cluster sizes (chunks x K u32) and the objective's partial sums,
+ * because the empty-cluster split is planned on the host with faiss's sequential random scan. That is one submit and
+ * one awaited readback per iteration (about 12 ms on llvmpipe, well under 1 ms on a discrete GPU), once per epoch.
+ */
+import { Effect, Schema } from "effect";
+import { Gpu } from "../gpu/gpu.ts";
+import { alloc, type Dispatch, validated } from "../gpu/kernel.ts";
+import type { GpuError, ShapeError } from "../gpu/errors.ts";
+import { type DType, type HostArray, Tensor } from "../gpu/tensor.ts";
+import { fill } from "../ops/fill.ts";
+import * as K from "../ops/kmeans.ts";
+import { BundleFromBytes, Tensor as TensorField } from "../graph/codecs.ts";
+import { stage } from "../graph/stage.ts";
+
+/** A host matrix, row-major (what `.npy` and safetensors readers give). */
+export interface Matrix {
+  readonly data: Float32Array<ArrayBuffer>;
+  readonly shape: readonly [number, number];
+}
+
+/** Features to cluster: N x d f32, on the GPU or on the host. PCL's rows are L2-normalised; k-means does not care. */
+export type Features = Tensor | Matrix;
+
+export class KMeansError extends Schema.TaggedError<KMeansError>()("KMeansError", {
+  message: Schema.String,
+}) {}
+
+export interface KMeansOptions {
+  /** Lloyd iterations per restart (PCL: 20). */
+  readonly niter?: number;
+  /** Restarts, keeping the lowest final objective (PCL: 5). */
+  readonly nredo?: number;
+  /** Seeds the training subsample (this seed) and restart t's initial points (seed + 1 + 15486557 t), as faiss. */
+  readonly seed?: number;
+  /** Train on a random K · this many points when N is larger (PCL: 1000). */
+  readonly maxPointsPerCentroid?: number;
+  /** Normalise the centroids after every update (faiss's `spherical`; PCL leaves it off). */
+  readonly spherical?: boolean;
+  /** At most this many rows per GPU binding (chunks are also cut at the device's binding limit). For tests. */
+  readonly chunkRows?: number;
+  /** Initial centroids, K x d, instead of random data points (every restart then starts from them). */
+  readonly init?: Float32Array;
+}
+
+export interface ClusterOptions extends Omit<KMeansOptions, "init" | "seed"> {
+  readonly ks: ReadonlyArray<number>;
+  /** The K at position i of `ks` uses seed + i (PCL: 0, 1, 2). */
+  readonly seed?: number;
+}
+
+/** One K's result. */
+export interface Clustering {
+  readonly k: number;
+  readonly seed: number;
+  /** K x d, the k-means means (not normalised, unless spherical). */
+  readonly centroids: Float32Array<ArrayBuffer>;
+  /** K x d, the centroids L2-normalised: PCL's prototypes c. */
+  readonly prototypes: Float32Array<ArrayBuffer>;
+  /** N, the cluster of every point from the final assignment pass. */
+  readonly im2cluster: Int32Array<ArrayBuffer>;
+  /** N, squared Euclidean distance of every point to its centroid (faiss's D). */
+  readonly distances: Float32Array<ArrayBuffer>;
+  /** faiss's objective: Σ squared distances of the training points at the last iteration of the best restart. */
+  readonly objective: number;
+  /** The objective at every iteration of the best restart. */
+  readonly objectives: ReadonlyArray<number>;
+  /** Empty clusters split at every iteration of the best restart. */
+  readonly splits: ReadonlyArray<number>;
+  readonly restartObjectives: ReadonlyArray<number>;
+  readonly bestRestart: number;
+  /** Points k-means was trained on (N, or K · maxPointsPerCentroid when subsampled). */
+  readonly trainingPoints: number;
+}
+
+export interface Clusterings {
+  readonly n: number;
+  readonly d: number;
+  readonly clusterings: ReadonlyArray<Clustering>;
+}
+
+/** PCL's settings (pcl-algorithm.md §3). */
+export const PCL_KMEANS = { niter: 20, nredo: 5, maxPointsPerCentroid: 1000, seed: 0, spherical: false } as const;
+
+type Failure = KMeansError | GpuError | ShapeError;
+
+// ---------------------------------------------------------------------------------------------------------------
+// Row chunks: the features as [rows, dp] f32 pieces, each within the device's storage binding limit, with dp the
+// width padded to a multiple of 4 (zeros) so that kernels read vec4.
+
+interface Chunk {
+  readonly first: number;
+  readonly rows: number;
+  readonly x: Tensor;
+}
+
+interface Rows {
+  readonly n: number;
+  readonly d: number;
+  readonly dp: number;
+  readonly chunks: ReadonlyArray<Chunk>;
+}
+
+/** Buffers this call allocated, destroyed when it ends (however it ends). */
+class Pool {
+  private readonly buffers: GPUBuffer[] = [];
+
+  alloc<D extends DType>(shape: readonly number[], dtype: D, label: string) {
+    return alloc(shape, dtype, `kmeans ${label}`).pipe(
+      Effect.tap((t) => Effect.sync(() => this.buffers.push(t.buffer))),
+    );
+  }
+
+  upload<D extends DType>(data: HostArray<D>, dtype: D, label: string) {
+    return Effect.gen({ self: this }, function* () {
+      const t = yield* this.alloc([data.length], dtype, label);
+      (yield* Gpu).write(t, data);
+      return t;
+    });
+  }
+
+  readonly release = Effect.sync(() => {
+    for (const b of this.buffers.splice(0)) b.destroy();
+  });
+}
+
+const gcd = (a: number, b: number): number => (b === 0 ? a : gcd(b, a % b));
+
+const spans = (n: number, per: number) =>
+  Array.from({ length: Math.ceil(n / per) }, (_, i) => ({ first: i * per, rows: Math.min(per, n - i * per) }));
+
+/** Rows per chunk: within the binding limit and `chunkRows`; a multiple of `align` rows when chunks are views. */
+const rowsPerChunk = (gpu: Gpu["Service"], dp: number, chunkRows: number | undefined, align = 1) => {
+  let rows = Math.floor(gpu.limits.maxStorageBufferBindingSize / (dp * 4));
+  if (chunkRows !== undefined) rows = Math.min(rows, chunkRows);
+  return Math.max(align, rows - (rows % align));
+};
+
+const finiteError = (count: number, flat: number, d: number) =>
+  new KMeansError({
+    message: `features contain ${count} non-finite value${count === 1 ? "" : "s"} (NaN or ±Inf); the first is at ` +
+      `row ${Math.floor(flat / d)}, column ${flat % d}`,
+  });
+
+const fromHost = (m: Matrix, chunkRows: number | undefined, pool: Pool) =>
+  Effect.gen(function* () {
+    const gpu = yield* Gpu;
+    const [n, d] = m.shape;
+    if (m.data.length !== n * d) {
+      return yield* new KMeansError({ message: `features: ${m.data.length} values do not fill [${n}, ${d}]` });
+    }
+    let bad = 0, firstBad = -1;
+    for (let i = 0; i < m.data.length; i++) {
+      if (!Number.isFinite(m.data[i])) {
+        if (bad++ === 0) firstBad = i;
+      }
+    }
+    if (bad > 0) return yield* finiteError(bad, firstBad, d);
+    const dp = Math.ceil(d / 4) * 4;
+    const chunks: Chunk[] = [];
+    for (const { first, rows } of spans(n, rowsPerChunk(gpu, dp, chunkRows))) {
+      const x = yield* pool.alloc([rows, dp], "f32", `features ${first}`);
+      const part = m.data.subarray(first * d, (first + rows) * d);
+      if (dp === d) gpu.write(x, part);
+      else {
+        const padded = new Float32Array(rows * dp);
+        for (let r = 0; r < rows; r++) padded.set(part.subarray(r * d, (r + 1) * d), r * dp);
+        gpu.write(x, padded);
+      }
+      chunks.push({ first, rows, x });
+    }
+    return { n, d, dp, chunks } satisfies Rows;
+  });
+
+/** Views of a GPU tensor (padded into new chunks when d is not a multiple of 4), after a check for NaN/Inf. */
+const fromDevice = (t: Tensor, chunkRows: number | undefined, pool: Pool) =>
+  Effect.gen(function* () {
+    const gpu = yield* Gpu;
+    if (t.dtype !== "f32" || t.shape.length !== 2) {
+      return yield* new KMeansError({ message: `features ${t} must be a 2-D f32 tensor [N, d]` });
+    }
+    const [n, d] = t.shape as [number, number];
+    const dp = Math.ceil(d / 4) * 4;
+    const alignment = gpu.limits.minStorageBufferOffsetAlignment;
+    if (t.offset % alignment !== 0) {
+      return yield* new KMeansError({
+        message: `features ${t} start at byte ${t.offset}, not a multiple of ${alignment}`,
+      });
+    }
+    const per = rowsPerChunk(gpu, dp, chunkRows, alignment / gcd(d * 4, alignment));
+    const views = spans(n, per).map(({ first, rows }) => ({
+      first,
+      rows,
+      x: rows === n ? t : new Tensor(t.buffer, [rows, d], "f32", t.offset + first * d * 4),
+    }));
+    const bad = yield* pool.alloc([2 * views.length], "u32", "nonfinite");
+    gpu.write(bad, new Uint32Array(views.flatMap(() => [0, 0xffffffff])));
+    const checks: Dispatch[] = [];
+    for (const [i, v] of views.entries()) checks.push(yield* K.nonFinite(v.x, bad, i));
+    const chunks: Chunk[] = dp === d ? views : [];
+    const pads: Dispatch[] = [];
+    if (dp !== d) {
+      for (const v of views) {
+        const x = yield* pool.alloc([v.rows, dp], "f32", `features ${v.first}`);
+        pads.push(yield* K.pad(v.x, x));
+        chunks.push({ first: v.first, rows: v.rows, x });
+      }
+    }
+    const found = yield* submit({ dispatches: [...checks, ...pads], reads: [bad] });
+    const [counts] = found as [Uint32Array];
+    const total = views.reduce((s, _, i) => s + counts[2 * i]!, 0);
+    if (total > 0) {
+      const i = views.findIndex((_, i) => counts[2 * i]! > 0);
+      return yield* finiteError(total, views[i]!.first * d + counts[2 * i + 1]!, d);
+    }
+    return { n, d, dp, chunks } satisfies Rows;
+  });
+
+interface Submission {
+  readonly dispatches?: ReadonlyArray<Dispatch>;
+  /** Buffer copies recorded before the compute pass, and after it. */
+  readonly before?: ReadonlyArray<readonly [from: Tensor, to: Tensor]>;
+  readonly after?: ReadonlyArray<readonly [from: Tensor, to: Tensor]>;
+  /** Tensors read back once the submit has run; nothing is awaited when there are none. */
+  readonly reads?: ReadonlyArray<Tensor>;
+}
+
+/** One command buffer: copies, one compute pass, copies, readbacks. Validation errors typed, device loss fails. */
+const submit = ({ dispatches = [], before = [], after = [], reads = [] }: Submission) =>
+  Effect.gen(function* () {
+    const gpu = yield* Gpu;
+    const kernels = [...new Set(dispatches.map((d) => d.kernel))].join(", ") || "kmeans copy";
+    const copy = (enc: GPUCommandEncoder, [from, to]: readonly [Tensor, Tensor]) =>
+      enc.copyBufferToBuffer(from.buffer, from.offset, to.buffer, to.offset, from.byteLength);
+    const pending = yield* validated(
+      kernels,
+      Effect.sync(() => {
+        const enc = gpu.device.createCommandEncoder({ label: "kmeans" });
+        for (const c of before) copy(enc, c);
+        if (dispatches.length > 0) {
+          const pass = enc.beginComputePass({ label: "kmeans" });
+          for (const d of dispatches) d.record(pass);
+          pass.end();
+        }
+        for (const c of after) copy(enc, c);
+        const out = reads.map((t) => gpu.readAfter(enc, t));
+        gpu.device.queue.submit([enc.finish()]);
+        return out;
+      }),
+    );
+    return yield* gpu.guard(Effect.tryPromise({
+      try: () => Promise.all(pending.map((p) => p())),
+      catch: (e) => e as GpuError,
+    }));
+  });
+
+const prepareRows = (features: Features, chunkRows: number | undefined, pool: Pool) =>
+  Effect.gen(function* () {
+    const [n, d] = features.shape;
+    if (features.shape.length !== 2 || !(n! > 0 && d! > 0)) {
+      return yield* new KMeansError({ message: `features must be a non-empty N x d matrix, not [${features.shape}]` });
+    }
+    return yield* (features instanceof Tensor
+      ? fromDevice(features, chunkRows, pool)
+      : fromHost(features, chunkRows, pool));
+  });
+
+// ---------------------------------------------------------------------------------------------------------------
+
+interface Resolved {
+  readonly niter: number;
+  readonly nredo: number;
+  readonly seed: number;
+  readonly maxPointsPerCentroid: number;
+  readonly spherical: boolean;
+  readonly chunkRows: number | undefined;
+}
+
+const resolve = (o: KMeansOptions | ClusterOptions): Effect.Effect<Resolved, KMeansError> => {
+  const r: Resolved = {
+    niter: o.niter ?? PCL_KMEANS.niter,
+    nredo: o.nredo ?? PCL_KMEANS.nredo,
+    seed: o.seed ?? PCL_KMEANS.seed,
+    maxPointsPerCentroid: o.maxPointsPerCentroid ?? PCL_KMEANS.maxPointsPerCentroid,
+    spherical: o.spherical ?? PCL_KMEANS.spherical,
+    chunkRows: o.chunkRows,
+  };
+  const bad = !Number.isInteger(r.niter) || r.niter < 0
+    ? `niter must be an integer >= 0, not ${r.niter}`
+    : !Number.isInteger(r.nredo) || r.nredo < 1
+    ? `nredo must be an integer >= 1, not ${r.nredo}`
+    : !Number.isSafeInteger(r.seed) || r.seed < 0
+    ? `seed must be a non-negative integer, not ${r.seed}`
+    : !Number.isInteger(r.maxPointsPerCentroid) || r.maxPointsPerCentroid < 1
+    ? `maxPointsPerCentroid must be an integer >= 1, not ${r.maxPointsPerCentroid}`
+    : r.chunkRows !== undefined && (!Number.isInteger(r.chunkRows) || r.chunkRows < 1)
+    ? `chunkRows must be an integer >= 1, not ${r.chunkRows}`
+    : undefined;
+  return bad === undefined ? Effect.succeed(r) : Effect.fail(new KMeansError({ message: `k-means: ${bad}` }));
+};
+
+const checkK = (k: number, n: number, d: number, gpu: Gpu["Service"]) => {
+  const dp = Math.ceil(d / 4) * 4;
+  const limit = gpu.limits.maxStorageBufferBindingSize;
+  const message = !Number.isInteger(k)
+    ? `K must be an integer, not ${k}`
+    : k < 2
+    ? `K = ${k}: k-means needs at least 2 clusters`
+    : k > n
+    ? `K = ${k} exceeds the ${n} points to cluster`
+    : k * dp * 4 > limit
+    ? `K = ${k} centroids of ${d} floats take ${k * dp * 4} bytes, over the device's storage binding limit ${limit}`
+    : undefined;
+  return message === undefined ? Effect.void : Effect.fail(new KMeansError({ message }));
+};
+
+/** k-means of the prepared rows into `k` clusters (one K of `cluster`). */
+const runKMeans = (data: Rows, k: number, o: Resolved, init: Float32Array | undefined, pool: Pool) =>
+  Effect.gen(function* () {
+    const gpu = yield* Gpu;
+    const { n, d, dp } = data;
+    yield* checkK(k, n, d, gpu);
+    if (init !== undefined && init.length !== k * d) {
+      return yield* new KMeansError({ message: `init has ${init.length} values, not K x d = ${k} x ${d}` });
+    }
+    if (init !== undefined && !init.every(Number.isFinite)) {
+      return yield* new KMeansError({ message: "init: the initial centroids contain NaN or ±Inf" });
+    }
+
+    // The training set: every row, or a seeded subsample gathered into chunks of its own.
+    const sample = K.trainingRows(n, k, o.maxPointsPerCentroid, o.seed);
+    let train = data;
+    if (sample !== undefined) {
+      const idx = yield* pool.upload(sample, "u32", "sample");
+      const chunks: Chunk[] = [];
+      const gathers: Dispatch[] = [];
+      for (const { first, rows } of spans(sample.length, rowsPerChunk(gpu, dp, o.chunkRows))) {
+        const x = yield* pool.alloc([rows, dp], "f32", `training ${first}`);
+        for (const src of data.chunks) gathers.push(yield* K.gather(src.x, src.first, idx, first, x));
+        chunks.push({ first, rows, x });
+      }
+      yield* submit({ dispatches: gathers });
+      train = { n: sample.length, d, dp, chunks };
+    }
+    const nTrain = train.n;
+    const copyOnly = nTrain === k; // faiss's corner case: the centroids are the training points, no iterations
+    const niter = copyOnly ? 0 : o.niter;
+    const nredo = copyOnly ? 1 : o.nredo;
+
+    const cent = yield* pool.alloc([k, dp], "f32", "centroids");
+    const best = nredo > 1 ? yield* pool.alloc([k, dp], "f32", "best centroids") : cent;
+    const cnorm = yield* pool.alloc([K.paddedK(k)], "f32", "centroid norms");
+    const labels = yield* pool.alloc([nTrain], "u32", "labels");
+    const dist = yield* pool.alloc([nTrain], "f32", "distances");
+    const chunksT = train.chunks.length;
+    const counts = yield* pool.alloc([Math.max(chunksT, data.chunks.length) * k], "u32", "counts");
+    const countsT = new Tensor(counts.buffer, [chunksT * k], "u32");
+    const starts = yield* pool.alloc([chunksT * k], "u32", "starts");
+    const plan = yield* pool.alloc([2 * k], "u32", "split plan");
+    const partial = yield* pool.alloc([Math.ceil(nTrain / K.OBJECTIVE_BLOCK)], "f32", "objective");
+    const initRows = yield* pool.alloc([k], "u32", "initial rows");
+    const scratch: K.RadixScratch = {
+      keysA: yield* pool.alloc([nTrain], "u32", "keys A"),
+      valsA: yield* pool.alloc([nTrain], "u32", "order A"),
+      keysB: yield* pool.alloc([nTrain], "u32", "keys B"),
+      valsB: yield* pool.alloc([nTrain], "u32", "order B"),
+      hist: yield* pool.alloc([K.radixHistSize(nTrain)], "u32", "radix histogram"),
+    };
+
+    const zero = yield* fill(counts, 0);
+    const normsPost = yield* K.norms(cent, cnorm, o.spherical);
+    const normsOnly = yield* K.norms(cent, cnorm, false);
+    const initialise: Dispatch[] = [];
+    const given = init === undefined ? undefined : new Float32Array(k * dp);
+    if (init !== undefined) {
+      for (let c = 0; c < k; c++) given!.set(init.subarray(c * d, (c + 1) * d), c * dp);
+    } else {
+      for (const ch of train.chunks) initialise.push(yield* K.gather(ch.x, ch.first, initRows, 0, cent));
+    }
+    initialise.push(normsPost);
+    const assignTrain: Dispatch[] = [zero];
+    for (const [j, ch] of train.chunks.entries()) {
+      assignTrain.push(yield* K.assign(ch.x, cent, cnorm, labels, dist, counts, ch.first, j * k));
+    }
+    assignTrain.push(yield* K.objectivePartials(dist, nTrain, partial));
+    const sort = yield* K.radixSort(labels, nTrain, k, scratch);
+    assignTrain.push(...sort.dispatches);
+    const splitter = yield* K.split(plan, cent);
+    const update: Dispatch[] = [];
+    for (const [j, ch] of train.chunks.entries()) {
+      update.push(yield* K.accumulate(ch.x, sort.order, starts, countsT, cent, ch.first, j, chunksT));
+    }
+    update.push(splitter.dispatch, normsPost);
+
+    const startsHost = new Uint32Array(chunksT * k);
+    const planHost = new Uint32Array(2 * k);
+    let bestObjective = Infinity;
+    let bestRestart = 0;
+    const restartObjectives: number[] = [];
+    let bestTrace = { objectives: [] as number[], splits: [] as number[] };
+
+    for (let redo = 0; redo < nredo; redo++) {
+      // Written before this restart's first submit, after the previous restart's work (queue order).
+      if (given !== undefined) gpu.write(cent, given);
+      else {
+        gpu.write(
+          initRows,
+          copyOnly ? Uint32Array.from({ length: k }, (_, i) => i) : K.initialRows(nTrain, k, o.seed, redo),
+        );
+      }
+      let pending = initialise;
+      let objective = 0;
+      const trace = { objectives: [] as number[], splits: [] as number[] };
+      for (let it = 0; it < niter; it++) {
+        const [sizes, partials] =
+          (yield* submit({ dispatches: [...pending, ...assignTrain], reads: [countsT, partial] })) as [
+            Uint32Array,
+            Float32Array,
+          ];
+        objective = 0;
+        for (const p of partials) objective += p;
+        const hassign = new Float32Array(k);
+        let at = 0;
+        for (let c = 0; c < k; c++) {
+          for (let j = 0; j < chunksT; j++) {
+            startsHost[j * k + c] = at;
+            at += sizes[j * k + c]!;
+            hassign[c]! += sizes[j * k + c]!;
+          }
+        }
+        const splits = K.splitPlan(hassign, nTrain);
+        splits.forEach(([ci, cj], s) => planHost.set([ci, cj], 2 * s));
+        gpu.write(starts, startsHost);
+        gpu.write(plan, planHost);
+        splitter.setSplits(splits.length);
+        trace.objectives.push(objective);
+        trace.splits.push(splits.length);
+        pending = update;
+      }
+      restartObjectives.push(objective);
+      const improved = objective < bestObjective;
+      yield* submit({ dispatches: pending, after: improved && best !== cent ? [[cent, best]] : [] });
+      if (improved) {
+        bestObjective = objective;
+        bestRestart = redo;
+        bestTrace = trace;
+      }
+      yield* Effect.logDebug(`k-means K=${k} restart ${redo}: objective ${objective}`);
+    }
+
+    // The final search over all points with the best centroids.
+    const all = sample === undefined ? { labels, dist } : {
+      labels: yield* pool.alloc([n], "u32", "im2cluster"),
+      dist: yield* pool.alloc([n], "f32", "final distances"),
+    };
+    const search: Dispatch[] = [normsOnly, zero];
+    for (const [j, ch] of data.chunks.entries()) {
+      search.push(yield* K.assign(ch.x, cent, cnorm, all.labels, all.dist, counts, ch.first, j * k));
+    }
+    const [c, l, dd] = (yield* submit({
+      dispatches: search,
+      reads: [cent, all.labels, all.dist],
+      before: best !== cent ? [[best, cent]] : [],
+    })) as [Float32Array<ArrayBuffer>, Uint32Array<ArrayBuffer>, Float32Array<ArrayBuffer>];
+
+    const centroids = new Float32Array(k * d);
+    const prototypes = new Float32Array(k * d);
+    for (let i = 0; i < k; i++) {
+      const row = c.subarray(i * dp, i * dp + d);
+      centroids.set(row, i * d);
+      let s = 0;
+      for (const v of row) s += v * v;
+      const scale = 1 / Math.max(Math.sqrt(s), 1e-12); // torch's F.normalize
+      for (let j = 0; j < d; j++) prototypes[i * d + j] = row[j]! * scale;
+    }
+    return {
+      k,
+      seed: o.seed,
+      centroids,
+      prototypes,
+      im2cluster: new Int32Array(l.buffer, l.byteOffset, l.length),
+      distances: dd,
+      objective: bestObjective === Infinity ? 0 : bestObjective,
+      objectives: bestTrace.objectives,
+      splits: bestTrace.splits,
+      restartObjectives,
+      bestRestart,
+      trainingPoints: nTrain,
+    } satisfies Clustering;
+  });
+
+const withRows = <A>(
+  features: Features,
+  chunkRows: number | undefined,
+  body: (rows: Rows, pool: Pool) => Effect.Effect<A, Failure, Gpu>,
+): Effect.Effect<A, Failure, Gpu> => {
+  const pool = new Pool();
+  return Effect.gen(function* () {
+    return yield* body(yield* prepareRows(features, chunkRows, pool), pool);
+  }).pipe(Effect.ensuring(pool.release));
+};
+
+/** k-means of `features` (N x d) into `k` clusters, faiss's algorithm with PCL's defaults. */
+export const kmeans = (features: Features, k: number, options: KMeansOptions = {}) =>
+  Effect.gen(function* () {
+    const o = yield* resolve(options);
+    return yield* withRows(features, o.chunkRows, (rows, pool) => runKMeans(rows, k, o, options.init, pool));
+  });
+
+/** The E-step's clusterings: k-means for each K of `options.ks`, the K at position i seeded with seed + i. */
+export const cluster = (
+  features: Features,
+  options: ClusterOptions,
+): Effect.Effect<Clusterings, KMeansError | GpuError | ShapeError, Gpu> =>
+  Effect.gen(function* () {
+    const o = yield* resolve(options);
+    if (options.ks.length === 0) return yield* new KMeansError({ message: "cluster: no K given" });
+    return yield* withRows(features, o.chunkRows, (rows) =>
+      Effect.gen(function* () {
+        const gpu = yield* Gpu;
+        for (const k of options.ks) yield* checkK(k, rows.n, rows.d, gpu); // every K before any runs
+        const clusterings: Clustering[] = [];
+        for (const [i, k] of options.ks.entries()) {
+          const one = new Pool();
+          clusterings.push(
+            yield* runKMeans(rows, k, { ...o, seed: o.seed + i }, undefined, one).pipe(
+              Effect.ensuring(one.release),
+            ),
+          );
+        }
+        return { n: rows.n, d: rows.d, clusterings };
+      }));
+  });
+
+// ---------------------------------------------------------------------------------------------------------------
+// The stage: features in, clusterings out, persisted as one safetensors-layout bundle.
+
+const F32 = TensorField(Float32Array<ArrayBuffer>);
+const Numbers = Schema.Array(Schema.Number);
+
+export const ClusteringSchema = Schema.Struct({
+  k: Schema.Number,
+  seed: Schema.Number,
+  centroids: F32,
+  prototypes: F32,
+  im2cluster: TensorField(Int32Array<ArrayBuffer>),
+  distances: F32,
+  objective: Schema.Number,
+  objectives: Numbers,
+  splits: Numbers,
+  restartObjectives: Numbers,
+  bestRestart: Schema.Number,
+  trainingPoints: Schema.Number,
+});
+
+export const ClusteringsSchema = Schema.Struct({
+  n: Schema.Number,
+  d: Schema.Number,
+  clusterings: Schema.Array(ClusteringSchema),
+});
+
+/** `cluster` as a graph stage named "cluster". */
+export const clusterStage = (options: ClusterOptions) =>
+  stage("cluster", BundleFromBytes(ClusteringsSchema), (features: Features) => cluster(features, options));
