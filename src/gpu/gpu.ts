@@ -114,7 +114,11 @@ export class GpuContext {
   readAfter<D extends DType>(enc: GPUCommandEncoder, t: Tensor<D>): () => Promise<HostArray<D>> {
     const staging = this.takeStaging(t.byteLength);
     enc.copyBufferToBuffer(t.buffer, t.offset, staging, 0, t.byteLength);
-    return () => this.mapStaging(staging, t.byteLength, t.dtype, t.size);
+    return () => {
+      const p = this.mapStaging(staging, t.byteLength, t.dtype, t.size);
+      p.catch(() => {}); // a read nobody awaits any more (a failed step, a released device) is not an error
+      return p;
+    };
   }
 
   /** A staging buffer of at least `bytes`, reused across reads so that steady-state readback does not allocate. */
@@ -137,8 +141,13 @@ export class GpuContext {
       staging.destroy();
       throw new GpuDeviceLost({ reason: "unknown", message: `reading back ${bytes} bytes failed: ${e}` });
     }
-    const copy = staging.getMappedRange(0, bytes).slice(0);
-    staging.unmap();
+    let copy: ArrayBuffer;
+    try {
+      copy = staging.getMappedRange(0, bytes).slice(0);
+      staging.unmap();
+    } catch (e) {
+      throw new GpuDeviceLost({ reason: "unknown", message: `reading back ${bytes} bytes failed: ${e}` });
+    }
     const pool = this.staging.get(staging.size) ?? [];
     pool.push(staging);
     this.staging.set(staging.size, pool);

@@ -36,11 +36,11 @@ export interface MStepConfig {
 /** One clustering of the E-step, as the M-step uses it. */
 export interface Clustering {
   /** L2-normalised centroids, K x d. */
-  readonly prototypes: Float32Array;
+  readonly prototypes: Float32Array<ArrayBuffer>;
   /** φ per prototype, K. */
-  readonly concentration: Float32Array;
+  readonly concentration: Float32Array<ArrayBuffer>;
   /** Cluster of every training image, N. */
-  readonly im2cluster: Int32Array;
+  readonly im2cluster: Int32Array<ArrayBuffer>;
 }
 
 export class MStepError extends Schema.TaggedError<MStepError>()("MStepError", { message: Schema.String }) {}

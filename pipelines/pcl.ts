@@ -1,0 +1,461 @@
+/**
+ * PCL as a typed composition of stages (pcl-algorithm.md §1). Every epoch after warm-up is one run of the graph
+ *
+ *   input (epoch) ─> encode ─> cluster ─> concentration ─┐
+ *        └───────────────────────────────────────────────┴─> train ─> checkpoint
+ *
+ * where `encode` is the momentum encoder on the training set (evaluation view), `cluster` the k-means for each K,
+ * `concentration` φ, `train` the epoch's M-step (augment → ProtoNCE step, one submit per step) and `checkpoint` the
+ * epoch's checkpoint. Warm-up epochs (and the InfoNCE-only baseline) run `input ─> train ─> checkpoint`.
+ *
+ * Resume: the newest checkpoint restores the M-step state (weights, optimizer, queue, position); the E-step stages'
+ * outputs are artifacts of the epoch, so a run that stopped mid-epoch reuses them rather than clustering again.
+ */
+import { Effect, Schema } from "effect";
+import { configDiff, configJson, type TrainConfig } from "../src/config.ts";
+import { mnist, type PresetOptions, v1, v2 } from "../src/data/augmentations.ts";
+import { type Dataset, Sampler } from "../src/data/dataset.ts";
+import { loadDataset } from "../src/data/source.ts";
+import { Gpu, type GpuContext } from "../src/gpu/gpu.ts";
+import { ArtifactStore, BundleFromBytes, configHash, Dag, runPipeline, stage, Tensor } from "../src/graph/mod.ts";
+import { encoder } from "../src/nn/models.ts";
+import { learningRate } from "../src/nn/schedule.ts";
+import { prepareAugmenter } from "../src/ops/augment.ts";
+import {
+  captureTensors,
+  type Checkpoint,
+  CheckpointError,
+  listManifests,
+  loadCheckpoint,
+  restoreTensors,
+  saveCheckpoint,
+} from "../src/stages/checkpoint.ts";
+import { cluster, type Clusterings, ClusteringsSchema as ClusteringsArtifact } from "../src/stages/cluster.ts";
+import {
+  type ClusterResult,
+  ClusterResultSchema as ClusterResultArtifact,
+  concentration,
+} from "../src/stages/concentration.ts";
+import { type DatasetEncoder, prepareDatasetEncoder } from "../src/stages/encode.ts";
+import { type Clustering, MStep, type StepMetrics } from "../src/stages/protonce.ts";
+
+/** One epoch's record in the checkpoints and `metrics.jsonl`. */
+export const EpochMetrics = Schema.Struct({
+  epoch: Schema.Number,
+  lr: Schema.Number,
+  steps: Schema.Number,
+  infoNce: Schema.Number,
+  accInst: Schema.Number,
+  protoNce: Schema.Array(Schema.Number),
+  accProto: Schema.Array(Schema.Number),
+  seconds: Schema.Number,
+  imagesPerSecond: Schema.Number,
+});
+export type EpochMetrics = typeof EpochMetrics.Type;
+
+export class ConfigMismatch extends Schema.TaggedError<ConfigMismatch>()("ConfigMismatch", {
+  keys: Schema.Array(Schema.String),
+  message: Schema.String,
+}) {}
+
+/** Training stopped by a signal after writing a checkpoint. */
+export class Interrupted extends Schema.TaggedError<Interrupted>()("Interrupted", {
+  signal: Schema.String,
+  checkpoint: Schema.String,
+  message: Schema.String,
+}) {}
+
+export interface TrainOptions {
+  /** The run directory: checkpoints/, artifacts/, metrics.jsonl. */
+  readonly out: string;
+  /** Start over even if the directory holds a run (what was there is moved to `archive-<time>/`, not deleted). */
+  readonly fresh?: boolean;
+  /** Resume from this checkpoint manifest instead of the newest one. */
+  readonly fromCheckpoint?: string;
+  /** Set by a signal handler: the step in progress finishes, a checkpoint is written, training stops. */
+  readonly stop?: { signal: string | undefined };
+  /** Called after every step (for a progress bar). */
+  readonly onStep?: (p: StepProgress) => void;
+  /** Test hook: called at every stage boundary (`epoch-E/<stage>`) and step (`epoch-E/step-S`); may throw. */
+  readonly fault?: (point: string) => void;
+}
+
+export interface StepProgress {
+  readonly epoch: number;
+  readonly step: number;
+  readonly stepsPerEpoch: number;
+  readonly imagesPerSecond: number;
+  readonly last: StepMetrics | undefined;
+}
+
+export interface TrainResult {
+  readonly out: string;
+  readonly metrics: readonly EpochMetrics[];
+  readonly checkpoint: string;
+  readonly seconds: number;
+  readonly resumedFrom: string | undefined;
+  readonly dataset: Dataset;
+  readonly mstep: MStep;
+}
+
+export const presetOf = (c: TrainConfig) => {
+  const o: PresetOptions = c.augment.side === undefined ? {} : { side: c.augment.side };
+  return c.augment.preset === "mnist" ? mnist(o) : c.augment.preset === "v1" ? v1(o) : v2(o);
+};
+
+const FeaturesArtifact = BundleFromBytes(
+  Schema.Struct({ n: Schema.Number, dim: Schema.Number, z: Tensor(Float32Array) }),
+);
+type FeaturesArtifact = typeof FeaturesArtifact.Type;
+
+/** Everything one training run holds on the GPU and between epochs. */
+interface Run {
+  readonly config: TrainConfig;
+  readonly opts: TrainOptions;
+  readonly gpu: GpuContext;
+  readonly dataset: Dataset;
+  readonly sampler: Sampler;
+  readonly mstep: MStep;
+  readonly features: DatasetEncoder;
+  readonly checkpoints: string;
+  readonly hash: string;
+  metrics: EpochMetrics[];
+  /** The epoch whose graph is running. */
+  current: number;
+  /** The position reached: `step` steps of `epoch` are done. */
+  epoch: number;
+  step: number;
+  prototypes: Clustering[] | undefined;
+  lastCheckpoint: string;
+}
+
+const fault = (run: Run, point: string) => Effect.sync(() => run.opts.fault?.(point));
+
+const toClusterings = (r: ClusterResult): Clustering[] =>
+  r.clusterings.map((c) => ({ prototypes: c.prototypes, concentration: c.concentration, im2cluster: c.im2cluster }));
+
+/** Writes the current state as a checkpoint and metrics.jsonl (rewritten whole, so it always matches). */
+const writeCheckpoint = (run: Run) =>
+  Effect.gen(function* () {
+    const tensors = yield* Effect.promise(() => captureTensors(run.gpu, run.mstep, run.prototypes));
+    const path = yield* saveCheckpoint(run.checkpoints, tensors, {
+      epoch: run.epoch,
+      step: run.step,
+      stepsPerEpoch: run.sampler.stepsPerEpoch,
+      queuePointer: run.mstep.queuePointer,
+      configHash: run.hash,
+      config: configJson(run.config),
+      rng: "Philox4x32-10 keyed by (seed, stream), counters (epoch, step, ...): nothing else to restore",
+      metrics: run.metrics,
+      adapter: run.gpu.adapter.description,
+    }, run.config.checkpoint.keep);
+    const lines = run.metrics.map((m) => JSON.stringify(m)).join("\n");
+    yield* Effect.promise(() => Deno.writeTextFile(`${run.opts.out}/metrics.jsonl.tmp`, lines + (lines ? "\n" : "")));
+    yield* Effect.promise(() => Deno.rename(`${run.opts.out}/metrics.jsonl.tmp`, `${run.opts.out}/metrics.jsonl`));
+    run.lastCheckpoint = path;
+    return path;
+  });
+
+/** The M-step over the rest of `epoch`: one submit per step, metrics read one step behind. */
+const trainEpoch = (run: Run, epoch: number, prototypes: Clustering[] | undefined) =>
+  Effect.gen(function* () {
+    const { config, mstep, sampler } = run;
+    const lr = learningRate(
+      config.optimizer.schedule === "cosine"
+        ? { kind: "cosine" }
+        : { kind: "step", milestones: config.optimizer.milestones },
+      config.optimizer.lr,
+      epoch,
+      config.epochs,
+    );
+    mstep.setLearningRate(lr);
+    mstep.setPrototypes(prototypes);
+    run.prototypes = prototypes;
+    if (run.epoch !== epoch) [run.epoch, run.step] = [epoch, 0];
+    const first = run.step;
+    const steps = sampler.stepsPerEpoch;
+    const sums = { infoNce: 0, accInst: 0, protoNce: [] as number[], accProto: [] as number[], n: 0 };
+    const add = (m: StepMetrics) => {
+      sums.infoNce += m.infoNce, sums.accInst += m.accInst, sums.n++;
+      m.protoNce.forEach((v, i) => (sums.protoNce[i] = (sums.protoNce[i] ?? 0) + v));
+      m.accProto.forEach((v, i) => (sums.accProto[i] = (sums.accProto[i] ?? 0) + v));
+    };
+    const start = performance.now();
+    let pending: Promise<StepMetrics> | undefined;
+    let last: StepMetrics | undefined;
+    const settle = Effect.gen(function* () {
+      if (pending === undefined) return;
+      last = yield* run.gpu.guard(Effect.promise(() => pending!));
+      pending = undefined;
+      add(last);
+    });
+    for (let s = first; s < steps; s++) {
+      yield* fault(run, `epoch-${epoch}/step-${s}`);
+      const { metrics, notes } = mstep.step(epoch, s, sampler.indices(epoch, s));
+      for (const note of notes) yield* Effect.logWarning(note);
+      yield* settle; // the previous step's metrics: the GPU has moved on to this one meanwhile
+      pending = metrics();
+      pending.catch(() => {}); // awaited by the next `settle`, unless the run fails before that
+      run.step = s + 1;
+      const done = s + 1 - first;
+      run.opts.onStep?.({
+        epoch,
+        step: s + 1,
+        stepsPerEpoch: steps,
+        imagesPerSecond: (done * config.batchSize) / ((performance.now() - start) / 1000),
+        last,
+      });
+      const signal = run.opts.stop?.signal;
+      const every = config.checkpoint.everySteps;
+      if (signal !== undefined || (every > 0 && (s + 1) % every === 0 && s + 1 < steps)) {
+        yield* settle;
+        const path = yield* writeCheckpoint(run);
+        if (signal !== undefined) {
+          return yield* new Interrupted({
+            signal,
+            checkpoint: path,
+            message: `stopped by ${signal} at epoch ${epoch}, step ${s + 1}/${steps}; checkpoint ${path}`,
+          });
+        }
+      }
+    }
+    yield* settle;
+    const seconds = (performance.now() - start) / 1000;
+    const n = Math.max(1, sums.n);
+    return {
+      epoch,
+      lr,
+      steps: steps - first,
+      infoNce: sums.infoNce / n,
+      accInst: sums.accInst / n,
+      protoNce: sums.protoNce.map((v) => v / n),
+      accProto: sums.accProto.map((v) => v / n),
+      seconds,
+      imagesPerSecond: ((steps - first) * config.batchSize) / Math.max(seconds, 1e-9),
+    } satisfies EpochMetrics;
+  });
+
+/** The stages of one epoch, bound to a run. */
+const stagesOf = (run: Run) => {
+  const { config } = run;
+  const encode = stage("encode", FeaturesArtifact, (epoch: number) =>
+    Effect.gen(function* () {
+      const f = yield* run.features.run;
+      yield* fault(run, `epoch-${epoch}/encode`);
+      return { n: f.n, dim: f.dim, z: f.z };
+    }));
+  const clusterStage = stage(
+    "cluster",
+    BundleFromBytes(ClusteringsArtifact),
+    (f: FeaturesArtifact) =>
+      Effect.gen(function* () {
+        const result = yield* cluster({ data: f.z, shape: [f.n, f.dim] }, {
+          ks: config.pcl.clusters,
+          niter: config.pcl.kmeans.iterations,
+          nredo: config.pcl.kmeans.restarts,
+          maxPointsPerCentroid: config.pcl.kmeans.maxPointsPerCentroid,
+          spherical: config.pcl.kmeans.spherical,
+          seed: 0,
+        });
+        for (const c of result.clusterings) {
+          const sizes = new Int32Array(c.k);
+          for (const a of c.im2cluster) sizes[a]++;
+          yield* Effect.logInfo(
+            `k-means K=${c.k}: objective ${c.objective.toFixed(2)}, ${sizes.filter((s) => s === 0).length} empty, ` +
+              `largest ${Math.max(...sizes)}, restart ${c.bestRestart} of ${c.restartObjectives.length}`,
+          );
+        }
+        yield* fault(run, `epoch-${run.current}/cluster`);
+        return result;
+      }),
+  );
+  const concentrationStage = stage(
+    "concentration",
+    BundleFromBytes(ClusterResultArtifact),
+    (c: Clusterings) =>
+      concentration(c, config.moco.temperature).pipe(
+        Effect.tap(() => fault(run, `epoch-${run.current}/concentration`)),
+      ),
+  );
+  const train = stage(
+    "train",
+    EpochMetrics,
+    (i: { readonly input: number; readonly concentration?: ClusterResult }) =>
+      trainEpoch(run, i.input, i.concentration && toClusterings(i.concentration)),
+  );
+  const checkpoint = stage(
+    "checkpoint",
+    Schema.Struct({ path: Schema.String }),
+    (m: EpochMetrics) =>
+      Effect.gen(function* () {
+        run.metrics = [...run.metrics.filter((x) => x.epoch !== m.epoch), m];
+        const path = yield* writeCheckpoint(run);
+        yield* fault(run, `epoch-${m.epoch}/checkpoint`);
+        return { path };
+      }),
+  );
+  return { encode, cluster: clusterStage, concentration: concentrationStage, train, checkpoint };
+};
+
+/** An epoch with the E-step: the PCL graph. */
+export const pclEpoch = (run: Run) => {
+  const s = stagesOf(run);
+  return Dag.make<number>()
+    .node("input", s.encode)
+    .node("encode", s.cluster)
+    .node("cluster", s.concentration)
+    .node(["input", "concentration"], s.train)
+    .node("train", s.checkpoint);
+};
+
+/** An epoch without it: warm-up, and the InfoNCE-only baseline throughout. */
+export const infoNceEpoch = (run: Run) => {
+  const s = stagesOf(run);
+  return Dag.make<number>()
+    .node(["input"], s.train)
+    .node("train", s.checkpoint);
+};
+
+/** Moves what a previous run left in `out` into `out/archive-<time>/` (nothing is deleted). */
+const archive = (out: string) =>
+  Effect.promise(async () => {
+    const entries: string[] = [];
+    try {
+      for await (const e of Deno.readDir(out)) if (!e.name.startsWith("archive-")) entries.push(e.name);
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound)) throw e;
+    }
+    if (entries.length === 0) return undefined;
+    const dir = `${out}/archive-${new Date().toISOString().replace(/[:.]/g, "-")}`;
+    await Deno.mkdir(dir, { recursive: true });
+    for (const name of entries) await Deno.rename(`${out}/${name}`, `${dir}/${name}`);
+    return dir;
+  });
+
+/** The checkpoint to resume from: the one asked for, else the newest (a corrupt newest one is an error). */
+const findCheckpoint = (dir: string, opts: TrainOptions) =>
+  Effect.gen(function* () {
+    if (opts.fromCheckpoint !== undefined) return yield* loadCheckpoint(opts.fromCheckpoint);
+    const manifests = yield* Effect.promise(() => listManifests(dir));
+    if (manifests.length === 0) return undefined;
+    return yield* loadCheckpoint(manifests[0]).pipe(
+      Effect.mapError((e) =>
+        new CheckpointError({
+          path: e.path,
+          message: `${e.message}\nThe newest checkpoint cannot be used. ` +
+            (manifests[1]
+              ? `To resume from the previous one, pass --from-checkpoint ${manifests[1]}`
+              : "There is no earlier checkpoint; pass --fresh to start over (the run is archived, not deleted)."),
+        })
+      ),
+    );
+  });
+
+/** Trains PCL (or the InfoNCE baseline when `pcl.enabled` is false) as configured, resuming where a run stopped. */
+export const train = (config: TrainConfig, opts: TrainOptions) =>
+  Effect.gen(function* () {
+    const gpu = yield* Gpu;
+    const started = performance.now();
+    const checkpoints = `${opts.out}/checkpoints`;
+    if (opts.fresh) {
+      const archived = yield* archive(opts.out);
+      if (archived) yield* Effect.logInfo(`--fresh: the previous run in ${opts.out} was moved to ${archived}`);
+    }
+    const resume: Checkpoint | undefined = yield* findCheckpoint(checkpoints, opts);
+    const json = configJson(config);
+    const hash = yield* configHash(json);
+    if (resume !== undefined && resume.manifest.configHash !== hash) {
+      const keys = configDiff(resume.manifest.config, json);
+      return yield* new ConfigMismatch({
+        keys,
+        message: `the config differs from the one of checkpoint ${resume.manifestPath} in: ${keys.join(", ")}. ` +
+          `Use the same config to resume, or pass --fresh to start a new run (the old one is archived).`,
+      });
+    }
+    yield* Effect.promise(() => Deno.mkdir(opts.out, { recursive: true }));
+
+    const dataset = yield* loadDataset(config.train);
+    const preset = presetOf(config);
+    yield* Effect.logInfo(
+      `dataset ${dataset.info.name}: ${dataset.info.n} images ${dataset.info.channels}x${dataset.info.height}x` +
+        `${dataset.info.width}; augmentation ${preset.name} to ${preset.side}px`,
+    );
+    const spec = { ...config.model, inChannels: dataset.info.channels };
+    const query = yield* encoder(spec, config.seed);
+    const key = yield* encoder(spec, config.seed);
+    const augmenter = yield* prepareAugmenter(dataset, { preset, batch: config.batchSize, seed: config.seed });
+    const mstep = yield* MStep.prepare(query, key, augmenter, config.pcl.enabled ? config.pcl.clusters : [], {
+      ...config.moco,
+      ...config.optimizer,
+      negatives: config.pcl.negatives,
+      maskDuplicatePositives: config.pcl.maskDuplicatePositives,
+      seed: config.seed,
+    });
+    const features = yield* prepareDatasetEncoder(key, dataset, {
+      batch: config.batchSize,
+      side: preset.side,
+      mean: preset.mean,
+      std: preset.std,
+    });
+    const sampler = new Sampler(dataset.info.n, config.batchSize, config.seed);
+    const run: Run = {
+      config,
+      opts,
+      gpu,
+      dataset,
+      sampler,
+      mstep,
+      features,
+      checkpoints,
+      hash,
+      metrics: [],
+      current: 0,
+      epoch: 0,
+      step: 0,
+      prototypes: undefined,
+      lastCheckpoint: "",
+    };
+    if (resume !== undefined) {
+      run.prototypes = restoreTensors(gpu, mstep, resume);
+      run.epoch = resume.manifest.epoch;
+      run.step = resume.manifest.step;
+      run.metrics = [...resume.manifest.metrics] as EpochMetrics[];
+      run.lastCheckpoint = resume.manifestPath;
+      yield* Effect.logInfo(
+        `resuming from ${resume.manifestPath}: epoch ${run.epoch}, step ${run.step}/` +
+          `${sampler.stepsPerEpoch}`,
+      );
+    }
+    const firstEpoch = run.step >= sampler.stepsPerEpoch ? run.epoch + 1 : run.epoch;
+    const store = ArtifactStore.directory(`${opts.out}/artifacts`);
+    for (let epoch = firstEpoch; epoch < config.epochs; epoch++) {
+      run.current = epoch;
+      const withPrototypes = config.pcl.enabled && epoch >= config.warmupEpochs;
+      const plan = withPrototypes ? pclEpoch(run) : infoNceEpoch(run);
+      yield* runPipeline(plan, epoch, { run: `epoch-${epoch}`, config: json, from: "train" }).pipe(
+        Effect.provide(store),
+        Effect.annotateLogs({ epoch }),
+      );
+      const m = run.metrics.at(-1)!;
+      yield* Effect.logInfo(
+        `epoch ${epoch + 1}/${config.epochs}: InfoNCE ${m.infoNce.toFixed(4)}, Acc@Inst ${
+          (100 * m.accInst).toFixed(1)
+        }%` +
+          (m.protoNce.length
+            ? `, ProtoNCE ${m.protoNce.map((v) => v.toFixed(3)).join("/")}, Acc@Proto ${
+              m.accProto.map((v) => (100 * v).toFixed(1)).join("/")
+            }%`
+            : "") +
+          `, lr ${m.lr.toPrecision(3)}, ${m.imagesPerSecond.toFixed(0)} img/s`,
+      );
+    }
+    return {
+      out: opts.out,
+      metrics: run.metrics,
+      checkpoint: run.lastCheckpoint,
+      seconds: (performance.now() - started) / 1000,
+      resumedFrom: resume?.manifestPath,
+      dataset,
+      mstep,
+    } satisfies TrainResult;
+  });

@@ -1,0 +1,143 @@
+import { Effect, Schema } from "effect";
+import YAML from "yaml";
+import { Source } from "./data/source.ts";
+
+const PosInt = Schema.Int.check(Schema.isGreaterThan(0));
+const NonNegInt = Schema.Int.check(Schema.isGreaterThanOrEqualTo(0));
+const Positive = Schema.Finite.check(Schema.isGreaterThan(0));
+const NonNegative = Schema.Finite.check(Schema.isGreaterThanOrEqualTo(0));
+const Unit = Schema.Finite.check(Schema.isBetween({ minimum: 0, maximum: 1 }));
+const def = <S extends Schema.Top>(v: S["Encoded"]) => Schema.withDecodingDefaultKey<S>(Effect.succeed(v));
+
+/** The encoder: backbone, projection head (PCL v1: linear; v2: MLP), embedding size. */
+export const ModelConfig = Schema.Struct({
+  arch: Schema.Literals(["convnet", "resnet18-cifar", "resnet18-imagenet"]).pipe(def("convnet")),
+  head: Schema.Literals(["linear", "mlp"]).pipe(def("mlp")),
+  hidden: PosInt.pipe(def(128)),
+  dim: PosInt.pipe(def(64)),
+});
+
+export const OptimizerConfig = Schema.Struct({
+  lr: Positive.pipe(def(0.06)),
+  /** Per epoch, no warm-up (pcl-algorithm.md §6): cosine lr·½(1 + cos(π·epoch/epochs)), or ×0.1 at milestones. */
+  schedule: Schema.Literals(["cosine", "step"]).pipe(def("cosine")),
+  milestones: Schema.Array(NonNegInt).pipe(def([120, 160])),
+  momentum: Unit.pipe(def(0.9)),
+  weightDecay: NonNegative.pipe(def(5e-4)),
+});
+
+/** MoCo's half: InfoNCE temperature, key queue, key-encoder momentum, and our ShuffleBN replacement. */
+export const MocoConfig = Schema.Struct({
+  temperature: Positive.pipe(def(0.2)),
+  queueSize: PosInt.pipe(def(4096)),
+  keyMomentum: Unit.pipe(def(0.99)),
+  /** Split-batch BN groups with the key batch shuffled across them (1 = plain BN, no shuffle). */
+  bnGroups: PosInt.pipe(def(4)),
+});
+
+export const KMeansConfig = Schema.Struct({
+  iterations: PosInt.pipe(def(20)),
+  restarts: PosInt.pipe(def(5)),
+  maxPointsPerCentroid: PosInt.pipe(def(1000)),
+  spherical: Schema.Boolean.pipe(def(false)),
+});
+
+/** PCL's half: the clusterings of the E-step and ProtoNCE. `enabled: false` is the InfoNCE-only baseline. */
+export const PclConfig = Schema.Struct({
+  enabled: Schema.Boolean.pipe(def(true)),
+  clusters: Schema.NonEmptyArray(Schema.Int.check(Schema.isGreaterThanOrEqualTo(2))).pipe(def([10, 20, 40])),
+  /** r of ProtoNCE: negative prototypes per clustering and step (all free clusters when fewer). */
+  negatives: PosInt.pipe(def(16)),
+  /** Mask in-batch columns holding row i's own prototype (on for small K; the official code has it off). */
+  maskDuplicatePositives: Schema.Boolean.pipe(def(true)),
+  kmeans: KMeansConfig.pipe(def({})),
+});
+
+export const CheckpointConfig = Schema.Struct({
+  /** Also checkpoint every N steps within an epoch (0: only at the end of each epoch). */
+  everySteps: NonNegInt.pipe(def(0)),
+  /** Checkpoints kept (the newest ones); older ones are deleted. */
+  keep: PosInt.pipe(def(3)),
+});
+
+export const AugmentConfig = Schema.Struct({
+  preset: Schema.Literals(["mnist", "v1", "v2"]).pipe(def("mnist")),
+  /** Output side; default the preset's (28 for mnist, 224 for v1/v2). */
+  side: Schema.optionalKey(PosInt),
+});
+
+export class TrainConfig extends Schema.Class<TrainConfig>("pcl/TrainConfig")({
+  name: Schema.String.pipe(def("pcl")),
+  seed: NonNegInt.pipe(def(0)),
+  train: Source.pipe(def({ kind: "mnist", split: "train" })),
+  /** Held-out images for evaluation (not used for training). */
+  test: Schema.optionalKey(Source),
+  augment: AugmentConfig.pipe(def({})),
+  model: ModelConfig.pipe(def({})),
+  epochs: PosInt.pipe(def(12)),
+  /** Epochs of InfoNCE alone before the first E-step (pcl-algorithm.md §1). */
+  warmupEpochs: NonNegInt.pipe(def(2)),
+  batchSize: PosInt.pipe(def(256)),
+  optimizer: OptimizerConfig.pipe(def({})),
+  moco: MocoConfig.pipe(def({})),
+  pcl: PclConfig.pipe(def({})),
+  checkpoint: CheckpointConfig.pipe(def({})),
+}) {}
+
+export class ConfigError extends Schema.TaggedError<ConfigError>()("ConfigError", {
+  path: Schema.String,
+  message: Schema.String,
+}) {}
+
+/** Decodes a config value: every problem with its path in one message, unknown keys refused. */
+export const decodeConfig = (raw: unknown, path = "<config>") =>
+  Schema.decodeUnknownEffect(TrainConfig)(raw ?? {}, { errors: "all", onExcessProperty: "error" }).pipe(
+    Effect.mapError((e) => new ConfigError({ path, message: `${path}: invalid config\n${e.message}` })),
+    Effect.flatMap((c) => checkConsistency(c, path)),
+  );
+
+/** Rules across fields that the schema cannot state. */
+const checkConsistency = (c: TrainConfig, path: string) => {
+  const problems: string[] = [];
+  if (c.moco.queueSize % c.batchSize !== 0) {
+    problems.push(`moco.queueSize (${c.moco.queueSize}) must be a multiple of batchSize (${c.batchSize})`);
+  }
+  if (c.batchSize % c.moco.bnGroups !== 0 || c.batchSize / c.moco.bnGroups < 2) {
+    problems.push(`moco.bnGroups (${c.moco.bnGroups}) must divide batchSize (${c.batchSize}) into groups of 2 or more`);
+  }
+  if (c.pcl.enabled && c.warmupEpochs >= c.epochs) {
+    problems.push(`warmupEpochs (${c.warmupEpochs}) leaves no PCL epoch out of ${c.epochs}`);
+  }
+  return problems.length === 0
+    ? Effect.succeed(c)
+    : Effect.fail(new ConfigError({ path, message: `${path}: invalid config\n${problems.join("\n")}` }));
+};
+
+/** Reads and decodes a YAML config file. */
+export const loadConfig = (path: string) =>
+  Effect.gen(function* () {
+    const text = yield* Effect.tryPromise({
+      try: () => Deno.readTextFile(path),
+      catch: (e) => new ConfigError({ path, message: `cannot read config ${path}: ${(e as Error).message}` }),
+    });
+    const raw = yield* Effect.try({
+      try: () => YAML.parse(text) as unknown,
+      catch: (e) => new ConfigError({ path, message: `${path}: YAML syntax: ${(e as Error).message}` }),
+    });
+    return yield* decodeConfig(raw, path);
+  });
+
+/** The config as plain JSON (what is hashed, saved in checkpoints and compared on resume). */
+export const configJson = (c: TrainConfig): Record<string, unknown> =>
+  Schema.encodeSync(TrainConfig)(c) as unknown as Record<string, unknown>;
+
+/** Dotted paths whose values differ between two JSON values (for "config differs from the checkpoint's"). */
+export const configDiff = (a: unknown, b: unknown, prefix = ""): string[] => {
+  if (typeof a === "object" && a !== null && typeof b === "object" && b !== null && !Array.isArray(a)) {
+    const keys = [...new Set([...Object.keys(a), ...Object.keys(b)])].sort();
+    return keys.flatMap((k) =>
+      configDiff((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k], prefix ? `${prefix}.${k}` : k)
+    );
+  }
+  return JSON.stringify(a) === JSON.stringify(b) ? [] : [prefix || "(root)"];
+};

@@ -1,0 +1,210 @@
+import { Effect, Schema } from "effect";
+import type { GpuContext } from "../gpu/gpu.ts";
+import { formatSafetensors, parseSafetensors, type SafeTensor } from "../io/safetensors.ts";
+import type { ParamStore } from "../nn/params.ts";
+import type { Clustering, MStep } from "./protonce.ts";
+
+/**
+ * A checkpoint is two files in `DIR/checkpoints/`: `ckpt-EEEE-SSSSSS.safetensors` with every tensor (both encoders'
+ * parameters and BN buffers under PyTorch names prefixed `encoder_q.` / `encoder_k.`, the SGD momentum buffers
+ * `optimizer.momentum_buffer.<name>`, the `queue`, and the current `prototypes.<m>.*`), and `ckpt-EEEE-SSSSSS.json`,
+ * the manifest: position, config, metrics so far and the SHA-256 of the tensors file. Each is written to a temporary
+ * name and renamed, the manifest last, so a manifest only ever names a complete tensors file.
+ */
+export const FORMAT = "pcl-webgpu-checkpoint/1";
+
+export class CheckpointError extends Schema.TaggedError<CheckpointError>()("CheckpointError", {
+  path: Schema.String,
+  message: Schema.String,
+}) {}
+
+export interface Manifest {
+  readonly format: string;
+  /** The epoch in progress; `step` steps of it are done (all of them when `step === stepsPerEpoch`). */
+  readonly epoch: number;
+  readonly step: number;
+  readonly stepsPerEpoch: number;
+  readonly queuePointer: number;
+  readonly configHash: string;
+  readonly config: unknown;
+  /** Randomness is counter-based, keyed by (seed, epoch, step, ...): the position above is all there is to restore. */
+  readonly rng: string;
+  readonly metrics: readonly unknown[];
+  readonly tensors: { readonly file: string; readonly bytes: number; readonly sha256: string };
+  readonly adapter: string;
+  readonly createdAt: string;
+}
+
+export interface Checkpoint {
+  readonly manifest: Manifest;
+  readonly manifestPath: string;
+  readonly tensors: ReadonlyMap<string, SafeTensor>;
+}
+
+const sha256 = async (bytes: Uint8Array<ArrayBuffer>) =>
+  Array.from(new Uint8Array(await crypto.subtle.digest("SHA-256", bytes)), (b) => b.toString(16).padStart(2, "0"))
+    .join("");
+
+const stem = (epoch: number, step: number) => `ckpt-${String(epoch).padStart(4, "0")}-${String(step).padStart(6, "0")}`;
+
+const writeAtomic = async (path: string, bytes: Uint8Array<ArrayBuffer>) => {
+  const file = await Deno.open(`${path}.tmp`, { write: true, create: true, truncate: true });
+  try {
+    await file.write(bytes).then(async (n) => {
+      let written = n;
+      while (written < bytes.length) written += await file.write(bytes.subarray(written));
+    });
+    await file.syncData();
+  } finally {
+    file.close();
+  }
+  await Deno.rename(`${path}.tmp`, path);
+};
+
+/** The named tensors of a parameter store (parameters, then buffers), read from the GPU. */
+const storeTensors = async (gpu: GpuContext, store: ParamStore, prefix: string, out: Map<string, SafeTensor>) => {
+  const state = await store.stateDict(gpu);
+  for (const e of [...store.parameters, ...store.bufferNames]) {
+    out.set(`${prefix}${e.name}`, { dtype: "F32", shape: e.shape, data: state.get(e.name)! });
+  }
+};
+
+/** Everything the M-step needs to continue exactly, as named host tensors. */
+export const captureTensors = async (gpu: GpuContext, m: MStep, prototypes: readonly Clustering[] | undefined) => {
+  const out = new Map<string, SafeTensor>();
+  await storeTensors(gpu, m.query.params, "encoder_q.", out);
+  await storeTensors(gpu, m.key.params, "encoder_k.", out);
+  const momentum = await gpu.read(m.momentumBuffer);
+  for (const e of m.query.params.parameters) {
+    const n = e.shape.reduce((a, b) => a * b, 1);
+    out.set(`optimizer.momentum_buffer.${e.name}`, {
+      dtype: "F32",
+      shape: e.shape,
+      data: momentum.slice(e.offset, e.offset + n),
+    });
+  }
+  const queue = m.queue;
+  out.set("queue", { dtype: "F32", shape: queue.shape, data: await gpu.read(queue) });
+  prototypes?.forEach((c, i) => {
+    const k = c.concentration.length;
+    out.set(`prototypes.${i}.centroids`, { dtype: "F32", shape: [k, c.prototypes.length / k], data: c.prototypes });
+    out.set(`prototypes.${i}.concentration`, { dtype: "F32", shape: [k], data: c.concentration });
+    out.set(`prototypes.${i}.im2cluster`, { dtype: "I32", shape: [c.im2cluster.length], data: c.im2cluster });
+  });
+  return out;
+};
+
+const f32 = (t: ReadonlyMap<string, SafeTensor>, name: string, path: string): Float32Array<ArrayBuffer> => {
+  const v = t.get(name);
+  if (v === undefined || v.dtype !== "F32") {
+    throw new CheckpointError({ path, message: `${path}: tensor '${name}' is missing or not F32` });
+  }
+  return v.data;
+};
+
+/** Writes a checkpoint's tensors back into the M-step's GPU state; returns the prototypes it held, if any. */
+export const restoreTensors = (gpu: GpuContext, m: MStep, c: Checkpoint): Clustering[] | undefined => {
+  const t = c.tensors, path = c.manifestPath;
+  const load = (store: ParamStore, prefix: string) => {
+    const state = new Map(
+      [...store.parameters, ...store.bufferNames].map((e) => [e.name, f32(t, prefix + e.name, path)]),
+    );
+    store.loadStateDict(gpu, state);
+  };
+  load(m.query.params, "encoder_q.");
+  load(m.key.params, "encoder_k.");
+  const momentum = new Float32Array(m.momentumBuffer.size);
+  for (const e of m.query.params.parameters) {
+    momentum.set(f32(t, `optimizer.momentum_buffer.${e.name}`, path), e.offset);
+  }
+  gpu.write(m.momentumBuffer, momentum);
+  const queue = f32(t, "queue", path);
+  if (queue.length !== m.queue.size) {
+    throw new CheckpointError({ path, message: `${path}: queue has ${queue.length} values, expected ${m.queue.size}` });
+  }
+  gpu.write(m.queue, queue);
+  m.queuePointer = c.manifest.queuePointer;
+  const prototypes: Clustering[] = [];
+  for (let i = 0; t.has(`prototypes.${i}.centroids`); i++) {
+    const im2cluster = t.get(`prototypes.${i}.im2cluster`);
+    if (im2cluster?.dtype !== "I32") {
+      throw new CheckpointError({ path, message: `${path}: prototypes.${i}.im2cluster is missing or not I32` });
+    }
+    prototypes.push({
+      prototypes: f32(t, `prototypes.${i}.centroids`, path),
+      concentration: f32(t, `prototypes.${i}.concentration`, path),
+      im2cluster: im2cluster.data,
+    });
+  }
+  return prototypes.length > 0 ? prototypes : undefined;
+};
+
+/** Writes a checkpoint and removes all but the newest `keep`. Returns the manifest's path. */
+export const saveCheckpoint = (
+  dir: string,
+  tensors: ReadonlyMap<string, SafeTensor>,
+  manifest: Omit<Manifest, "format" | "tensors" | "createdAt">,
+  keep: number,
+) =>
+  Effect.tryPromise({
+    try: async () => {
+      await Deno.mkdir(dir, { recursive: true });
+      const name = stem(manifest.epoch, manifest.step);
+      const bytes = formatSafetensors(tensors, { format: FORMAT });
+      await writeAtomic(`${dir}/${name}.safetensors`, bytes);
+      const full: Manifest = {
+        format: FORMAT,
+        ...manifest,
+        tensors: { file: `${name}.safetensors`, bytes: bytes.length, sha256: await sha256(bytes) },
+        createdAt: new Date().toISOString(),
+      };
+      await writeAtomic(`${dir}/${name}.json`, new TextEncoder().encode(JSON.stringify(full, null, 2) + "\n"));
+      for (const old of (await listManifests(dir)).slice(keep)) {
+        await Deno.remove(old).catch(() => {});
+        await Deno.remove(old.replace(/\.json$/, ".safetensors")).catch(() => {});
+      }
+      return `${dir}/${name}.json`;
+    },
+    catch: (e) => new CheckpointError({ path: dir, message: `writing a checkpoint in ${dir} failed: ${e}` }),
+  });
+
+/** Manifest paths in `dir`, newest first (by epoch, then step: the names sort that way). */
+export const listManifests = async (dir: string): Promise<string[]> => {
+  const names: string[] = [];
+  try {
+    for await (const e of Deno.readDir(dir)) {
+      if (e.isFile && /^ckpt-\d{4}-\d{6}\.json$/.test(e.name)) names.push(e.name);
+    }
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return [];
+    throw e;
+  }
+  return names.sort().reverse().map((n) => `${dir}/${n}`);
+};
+
+/** Reads a checkpoint and verifies its tensors file against the manifest's size and checksum. */
+export const loadCheckpoint = (manifestPath: string) =>
+  Effect.tryPromise({
+    try: async (): Promise<Checkpoint> => {
+      const bad = (message: string) =>
+        new CheckpointError({ path: manifestPath, message: `${manifestPath}: ${message}` });
+      let manifest: Manifest;
+      try {
+        manifest = JSON.parse(await Deno.readTextFile(manifestPath));
+      } catch (e) {
+        throw bad(`unreadable manifest (${(e as Error).message})`);
+      }
+      if (manifest.format !== FORMAT) throw bad(`unknown format '${manifest.format}' (expected ${FORMAT})`);
+      const file = manifestPath.replace(/[^/]*$/, manifest.tensors.file);
+      const bytes = await Deno.readFile(file).catch(() => {
+        throw bad(`its tensors file ${file} is missing`);
+      });
+      if (bytes.length !== manifest.tensors.bytes || await sha256(bytes) !== manifest.tensors.sha256) {
+        throw bad(`its tensors file ${file} is corrupt or truncated (size or SHA-256 differs from the manifest)`);
+      }
+      const parsed = parseSafetensors(bytes, file);
+      return { manifest, manifestPath, tensors: parsed.tensors };
+    },
+    catch: (e) =>
+      e instanceof CheckpointError ? e : new CheckpointError({ path: manifestPath, message: `${manifestPath}: ${e}` }),
+  });

@@ -1,0 +1,175 @@
+import assert from "node:assert/strict";
+import { Effect } from "effect";
+import { configJson, decodeConfig, type TrainConfig } from "../../src/config.ts";
+import { Gpu } from "../../src/gpu/gpu.ts";
+import { readSafetensors, type SafeTensor } from "../../src/io/safetensors.ts";
+import { ConfigMismatch, train, type TrainOptions } from "../../pipelines/pcl.ts";
+import { CheckpointError, listManifests } from "../../src/stages/checkpoint.ts";
+import { main } from "../../src/cli/main.ts";
+import { effectTest } from "../helpers.ts";
+import { tinyConfig } from "./tiny.ts";
+import YAML from "yaml";
+import { References } from "effect";
+
+const decode = (raw: unknown) => Effect.runPromise(decodeConfig(raw));
+
+const run = (config: TrainConfig, opts: TrainOptions) =>
+  train(config, opts).pipe(Effect.provide(Gpu.layer), Effect.provideService(References.MinimumLogLevel, "Warn"));
+
+/** The newest checkpoint's tensors, by name. */
+const finalTensors = (dir: string) =>
+  Effect.gen(function* () {
+    const [newest] = yield* Effect.promise(() => listManifests(`${dir}/checkpoints`));
+    const st = yield* readSafetensors(newest.replace(/\.json$/, ".safetensors"));
+    return { name: newest.split("/").at(-1), tensors: st.tensors };
+  });
+
+/** Byte-for-byte equality of two checkpoints' tensors, naming the first difference. */
+const sameTensors = (a: ReadonlyMap<string, SafeTensor>, b: ReadonlyMap<string, SafeTensor>, what: string) => {
+  assert.deepEqual([...a.keys()].sort(), [...b.keys()].sort(), `${what}: tensor names`);
+  for (const [name, t] of a) {
+    const x = new Uint8Array(t.data.buffer), y = new Uint8Array(b.get(name)!.data.buffer);
+    const i = x.findIndex((v, i) => v !== y[i]);
+    if (i >= 0 || x.length !== y.length) assert.fail(`${what}: ${name} differs from the uninterrupted run (byte ${i})`);
+  }
+};
+
+effectTest(
+  "train: resuming after a crash at any stage boundary gives bit-identical weights",
+  Effect.gen(function* () {
+    const config = yield* Effect.promise(() => decode(tinyConfig));
+    const straight = yield* Effect.promise(() => Deno.makeTempDir({ prefix: "pcl-straight-" }));
+    const result = yield* run(config, { out: straight });
+    assert.equal(result.metrics.length, 2);
+    const reference = yield* finalTensors(straight);
+    assert.equal(reference.name, "ckpt-0001-000008.json");
+    for (
+      const point of [
+        "epoch-0/step-4", // mid-epoch: resumes from the step-3 checkpoint
+        "epoch-0/checkpoint", // after the epoch's checkpoint, before the runner records it
+        "epoch-1/encode",
+        "epoch-1/cluster",
+        "epoch-1/concentration",
+        "epoch-1/step-7",
+        "epoch-1/checkpoint",
+      ]
+    ) {
+      const out = yield* Effect.promise(() => Deno.makeTempDir({ prefix: "pcl-crash-" }));
+      const fault = (p: string) => {
+        if (p === point) throw new Error(`injected crash at ${p}`);
+      };
+      const crashed = yield* Effect.exit(run(config, { out, fault }));
+      assert.equal(crashed._tag, "Failure", `a crash at ${point} fails the run`);
+      yield* run(config, { out });
+      const resumed = yield* finalTensors(out);
+      assert.equal(resumed.name, reference.name);
+      sameTensors(reference.tensors, resumed.tensors, `crash at ${point}`);
+    }
+  }),
+);
+
+effectTest(
+  "train: a corrupt newest checkpoint is an error naming it, and nothing on disk changes",
+  Effect.gen(function* () {
+    const config = yield* Effect.promise(() => decode({ ...tinyConfig, epochs: 1, warmupEpochs: 0 }));
+    const out = yield* Effect.promise(() => Deno.makeTempDir({ prefix: "pcl-corrupt-" }));
+    yield* run(config, { out });
+    const manifests = yield* Effect.promise(() => listManifests(`${out}/checkpoints`));
+    const tensors = manifests[0].replace(/\.json$/, ".safetensors");
+    const bytes = yield* Effect.promise(() => Deno.readFile(tensors));
+    yield* Effect.promise(() => Deno.writeFile(tensors, bytes.subarray(0, bytes.length - 100)));
+    const before = yield* Effect.promise(() => snapshot(out));
+    const exit = yield* Effect.exit(run(config, { out }));
+    assert.equal(exit._tag, "Failure");
+    const e = exit._tag === "Failure" ? exit.cause.reasons.map((r) => ("error" in r ? r.error : r))[0] : undefined;
+    assert.ok(e instanceof CheckpointError, String(e));
+    assert.match(e.message, /ckpt-0000-000008\.json.*corrupt or truncated/s);
+    assert.match(e.message, /--from-checkpoint .*ckpt-0000-000006\.json/);
+    assert.deepEqual(yield* Effect.promise(() => snapshot(out)), before);
+    // Asked for explicitly, the previous checkpoint is used.
+    yield* run(config, { out, fromCheckpoint: manifests[1] });
+  }),
+);
+
+effectTest(
+  "train: a config that differs from the checkpoint's is refused, listing the keys; --fresh archives the old run",
+  Effect.gen(function* () {
+    const config = yield* Effect.promise(() => decode({ ...tinyConfig, epochs: 1, warmupEpochs: 0 }));
+    const out = yield* Effect.promise(() => Deno.makeTempDir({ prefix: "pcl-mismatch-" }));
+    yield* run(config, { out });
+    const before = yield* Effect.promise(() => snapshot(out));
+    const changed = yield* Effect.promise(() =>
+      decode({ ...tinyConfig, epochs: 1, warmupEpochs: 0, seed: 5, moco: { queueSize: 48, bnGroups: 2 } })
+    );
+    const exit = yield* Effect.exit(run(changed, { out }));
+    const e = exit._tag === "Failure" ? exit.cause.reasons.map((r) => ("error" in r ? r.error : r))[0] : undefined;
+    assert.ok(e instanceof ConfigMismatch, String(e));
+    assert.deepEqual(e.keys, ["moco.queueSize", "seed"]);
+    assert.deepEqual(yield* Effect.promise(() => snapshot(out)), before);
+    yield* run(changed, { out, fresh: true });
+    const entries = [...Deno.readDirSync(out)].map((e) => e.name);
+    assert.ok(entries.some((n) => n.startsWith("archive-")), `archived: ${entries}`);
+    assert.deepEqual(configJson(changed).seed, 5);
+  }),
+);
+
+/** Every file under `dir` with its bytes' length and a cheap hash, for "nothing changed" checks. */
+const snapshot = async (dir: string) => {
+  const out: Record<string, string> = {};
+  const walk = async (d: string) => {
+    for await (const e of Deno.readDir(d)) {
+      const p = `${d}/${e.name}`;
+      if (e.isDirectory) await walk(p);
+      else {
+        const b = await Deno.readFile(p);
+        out[p] = `${b.length}:${Array.from(new Uint8Array(await crypto.subtle.digest("SHA-1", b))).join(",")}`;
+      }
+    }
+  };
+  await walk(dir);
+  return out;
+};
+
+effectTest(
+  "cli: train through the command line, then bad YAML, a bad config and a missing dataset fail with one line",
+  Effect.gen(function* () {
+    const dir = yield* Effect.promise(() => Deno.makeTempDir({ prefix: "pcl-cli-" }));
+    const config = `${dir}/tiny.yaml`;
+    yield* Effect.promise(() => Deno.writeTextFile(config, YAML.stringify({ ...tinyConfig, epochs: 2 })));
+    const errors: string[] = [];
+    const logs: string[] = [];
+    const { error, log } = console;
+    console.error = (...a: unknown[]) => errors.push(a.join(" "));
+    console.log = (...a: unknown[]) => logs.push(a.join(" "));
+    try {
+      assert.equal(yield* Effect.promise(() => main(["train", "--config", config, "--out", `${dir}/run`])), 0);
+      const metrics = (yield* Effect.promise(() => Deno.readTextFile(`${dir}/run/metrics.jsonl`))).trim().split("\n");
+      assert.equal(metrics.length, 2);
+      assert.deepEqual(JSON.parse(metrics[1]).protoNce.length, 2);
+      assert.match(logs.join("\n"), /Trained tiny: 2 epochs on 128 .* images/);
+      assert.match(logs.join("\n"), /checkpoint: .*ckpt-0001-000008\.json/);
+
+      const bad = `${dir}/bad.yaml`;
+      yield* Effect.promise(() => Deno.writeTextFile(bad, "epochs: [1,\n"));
+      errors.length = 0;
+      assert.equal(yield* Effect.promise(() => main(["train", "--config", bad, "--out", `${dir}/x`])), 1);
+      assert.match(errors.at(-1)!, /^error: .*bad\.yaml: YAML syntax/);
+
+      yield* Effect.promise(() => Deno.writeTextFile(bad, "epochs: -1\nbatchSize: 1.5\nlr: 3\n"));
+      assert.equal(yield* Effect.promise(() => main(["train", "--config", bad, "--out", `${dir}/x`])), 1);
+      assert.match(errors.at(-1)!, /invalid config[\s\S]*excess property[\s\S]*"lr"[\s\S]*"epochs"[\s\S]*"batchSize"/);
+
+      yield* Effect.promise(() =>
+        Deno.writeTextFile(
+          bad,
+          YAML.stringify({ ...tinyConfig, train: { kind: "cifar10", dir: `${dir}/none`, split: "train" } }),
+        )
+      );
+      assert.equal(yield* Effect.promise(() => main(["train", "--config", bad, "--out", `${dir}/x`])), 1);
+      assert.match(errors.at(-1)!, /^error: .*none/);
+    } finally {
+      console.error = error;
+      console.log = log;
+    }
+  }),
+);
