@@ -17,7 +17,7 @@ import { mnist, type PresetOptions, v1, v2 } from "../src/data/augmentations.ts"
 import { type Dataset, Sampler } from "../src/data/dataset.ts";
 import { loadDataset } from "../src/data/source.ts";
 import { Gpu, type GpuContext } from "../src/gpu/gpu.ts";
-import { ArtifactStore, BundleFromBytes, configHash, Dag, runPipeline, stage, Tensor } from "../src/graph/mod.ts";
+import { ArtifactStore, BundleFromBytes, configHash, Dag, runPipeline, stage, TensorField } from "../src/graph/mod.ts";
 import { encoder } from "../src/nn/models.ts";
 import { learningRate } from "../src/nn/schedule.ts";
 import { prepareAugmenter } from "../src/ops/augment.ts";
@@ -104,7 +104,7 @@ export const presetOf = (c: TrainConfig) => {
 };
 
 const FeaturesArtifact = BundleFromBytes(
-  Schema.Struct({ n: Schema.Number, dim: Schema.Number, z: Tensor(Float32Array) }),
+  Schema.Struct({ n: Schema.Number, dim: Schema.Number, z: TensorField(Float32Array) }),
 );
 type FeaturesArtifact = typeof FeaturesArtifact.Type;
 

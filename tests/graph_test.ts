@@ -16,7 +16,7 @@ import {
   type Stage,
   stage,
   StoreError,
-  Tensor,
+  TensorField,
   UnknownStage,
   writeArtifact,
 } from "../src/graph/mod.ts";
@@ -380,11 +380,11 @@ effectTest(
 effectTest(
   "graph: a bundle codec keeps a struct of tensors in one safetensors-layout file",
   Effect.gen(function* () {
-    const Clustering = Schema.Struct({ k: Schema.Number, centroids: Tensor(Float32Array<ArrayBuffer>) });
+    const Clustering = Schema.Struct({ k: Schema.Number, centroids: TensorField(Float32Array<ArrayBuffer>) });
     const Codec = BundleFromBytes(Schema.Struct({
       epoch: Schema.Number,
-      features: Tensor(Float32Array<ArrayBuffer>),
-      labels: Tensor(Uint8Array<ArrayBuffer>),
+      features: TensorField(Float32Array<ArrayBuffer>),
+      labels: TensorField(Uint8Array<ArrayBuffer>),
       clusterings: Schema.Array(Clustering),
     }));
     const value = {

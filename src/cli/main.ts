@@ -58,7 +58,12 @@ const status = (() => {
   };
 })();
 
-const logger = Logger.map(Logger.formatSimple, (line) => status.around(() => console.error(line)));
+/** `12:03:04 INFO message`, on stderr, around the status line. */
+const logger = Logger.make(({ message, logLevel, date }) => {
+  const text = Array.isArray(message) ? message.join(" ") : String(message);
+  const line = `${date.toISOString().slice(11, 19)} ${logLevel.toUpperCase().padEnd(5)} ${text}`;
+  status.around(() => console.error(line));
+});
 
 const summary = (r: TrainResult, config: TrainConfig) => {
   const last = r.metrics.at(-1);

@@ -163,5 +163,5 @@ export const BundleFromBytes = <S extends Schema.Top>(
     }),
   ));
 
-/** A schema for a typed-array field of a bundle: `Schema.Struct({ features: Tensor(Float32Array<ArrayBuffer>) })`. */
-export const Tensor = <T extends TypedArray>(ctor: TypedArrayClass<T>) => Schema.instanceOf(ctor);
+/** A schema for a typed-array field of a bundle: `Schema.Struct({ features: TensorField(Float32Array<ArrayBuffer>) })`. */
+export const TensorField = <T extends TypedArray>(ctor: TypedArrayClass<T>) => Schema.instanceOf(ctor);

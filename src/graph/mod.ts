@@ -21,7 +21,7 @@ export {
   Float32FromBytes,
   Int32FromBytes,
   packTensors,
-  Tensor,
+  TensorField,
   Uint32FromBytes,
   unpackTensors,
 } from "./codecs.ts";

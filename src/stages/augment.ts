@@ -15,7 +15,7 @@ import { type AugmentPreset, type PresetName, PRESETS } from "../data/augmentati
 import { type HostDataset, type ResidentOptions, Sampler, toGpu } from "../data/dataset.ts";
 import type { DataError } from "../data/errors.ts";
 import { prepareAugmenter } from "../ops/augment.ts";
-import { BundleFromBytes, Tensor } from "../graph/codecs.ts";
+import { BundleFromBytes, TensorField } from "../graph/codecs.ts";
 import { stage } from "../graph/stage.ts";
 
 export { type Augmenter, type EvalViewer, prepareAugmenter, prepareEvalViewer } from "../ops/augment.ts";
@@ -36,8 +36,8 @@ export const AugmentedBatch = Schema.Struct({
   epoch: Schema.Number,
   step: Schema.Number,
   shape: Schema.Array(Schema.Number),
-  indices: Tensor(Uint32Array<ArrayBuffer>),
-  views: Schema.Array(Tensor(Float32Array<ArrayBuffer>)),
+  indices: TensorField(Uint32Array<ArrayBuffer>),
+  views: Schema.Array(TensorField(Float32Array<ArrayBuffer>)),
 });
 export type AugmentedBatch = typeof AugmentedBatch.Type;
 

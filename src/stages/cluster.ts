@@ -16,7 +16,7 @@ import type { GpuError, ShapeError } from "../gpu/errors.ts";
 import { type DType, type HostArray, Tensor } from "../gpu/tensor.ts";
 import { fill } from "../ops/fill.ts";
 import * as K from "../ops/kmeans.ts";
-import { BundleFromBytes, Tensor as TensorField } from "../graph/codecs.ts";
+import { BundleFromBytes, TensorField } from "../graph/codecs.ts";
 import { stage } from "../graph/stage.ts";
 
 /** A host matrix, row-major (what `.npy` and safetensors readers give). */

@@ -12,7 +12,7 @@
  * tensors are.
  */
 import { Effect, Schema } from "effect";
-import { BundleFromBytes, Tensor as TensorField } from "../graph/codecs.ts";
+import { BundleFromBytes, TensorField } from "../graph/codecs.ts";
 import { stage } from "../graph/stage.ts";
 import { type Clustering, type Clusterings, ClusteringSchema } from "./cluster.ts";
 

@@ -10,7 +10,7 @@ import type { Gpu } from "../gpu/gpu.ts";
 import { type Dataset, DatasetInfo, type HostDataset, type ResidentOptions, toGpu } from "../data/dataset.ts";
 import type { DataError } from "../data/errors.ts";
 import { loadDataset, readSource, type Source } from "../data/source.ts";
-import { BundleFromBytes, Tensor } from "../graph/codecs.ts";
+import { BundleFromBytes, TensorField } from "../graph/codecs.ts";
 import { stage } from "../graph/stage.ts";
 
 export { loadDataset, readSource, type Source };
@@ -18,8 +18,8 @@ export { loadDataset, readSource, type Source };
 /** A host dataset as stored: the description as JSON, images (u8) and labels (i32) as tensors. */
 export const HostDatasetSchema = Schema.Struct({
   info: DatasetInfo,
-  images: Tensor(Uint8Array<ArrayBuffer>),
-  labels: Tensor(Int32Array<ArrayBuffer>),
+  images: TensorField(Uint8Array<ArrayBuffer>),
+  labels: TensorField(Int32Array<ArrayBuffer>),
 });
 
 /** Reads and checks a source; logs what was loaded. */

@@ -1,0 +1,55 @@
+/**
+ * PCL on WebGPU: the public API. Stages, the typed graph and its runner, the Gpu service, models, datasets, configs
+ * and the training pipelines. See README.md for the ways to use it (train, custom pipelines, standalone stages).
+ */
+
+// The GPU: the service (provide `Gpu.layer` once), tensors, kernel preparation, typed errors.
+export * from "./src/gpu/mod.ts";
+
+// The typed stage graph: Stage, Pipeline, Dag, the resumable runner, artifact stores, codecs.
+export * from "./src/graph/mod.ts";
+
+// Data: sources, GPU-resident datasets, the sampler, augmentation presets, the counter-based RNG.
+export * from "./src/data/mod.ts";
+export { type Augmenter, type EvalViewer, prepareAugmenter, prepareEvalViewer } from "./src/ops/augment.ts";
+
+// Models: modules with explicit backward, the convnet and ResNet-18 encoders, parameter stores, schedules.
+export * from "./src/nn/module.ts";
+export * from "./src/nn/layers.ts";
+export * from "./src/nn/models.ts";
+export { type Init, NormalRng, ParamBuilder, ParamStore, Slot, type StoreEntry } from "./src/nn/params.ts";
+export * from "./src/nn/schedule.ts";
+
+// Stages of PCL.
+export { augmentBatch, augmentStage } from "./src/stages/augment.ts";
+export { load, loadStage, resident } from "./src/stages/load.ts";
+export { type DatasetEncoder, type EncodedFeatures, prepareDatasetEncoder } from "./src/stages/encode.ts";
+export * from "./src/stages/cluster.ts";
+export * from "./src/stages/concentration.ts";
+export {
+  type Clustering as Prototypes,
+  MStep,
+  type MStepConfig,
+  MStepError,
+  sampleColumns,
+  type StepMetrics,
+} from "./src/stages/protonce.ts";
+export * from "./src/stages/checkpoint.ts";
+
+// Files.
+export * from "./src/io/npy.ts";
+export * from "./src/io/safetensors.ts";
+
+// Configs and the training pipelines.
+export * from "./src/config.ts";
+export {
+  ConfigMismatch,
+  EpochMetrics,
+  infoNceEpoch,
+  Interrupted,
+  pclEpoch,
+  presetOf,
+  train,
+  type TrainOptions,
+  type TrainResult,
+} from "./pipelines/pcl.ts";
