@@ -37,6 +37,7 @@ import {
   concentration,
 } from "../src/stages/concentration.ts";
 import { type DatasetEncoder, prepareDatasetEncoder } from "../src/stages/encode.ts";
+import { renderReport } from "../src/report/mod.ts";
 import { type Clustering, MStep, type StepMetrics } from "../src/stages/protonce.ts";
 
 /** One epoch's record in the checkpoints and `metrics.jsonl`. */
@@ -90,6 +91,8 @@ export interface StepProgress {
 
 export interface TrainResult {
   readonly out: string;
+  /** `out/report.html`, unless it could not be written (a warning says why; the run itself succeeded). */
+  readonly report: string | undefined;
   readonly metrics: readonly EpochMetrics[];
   readonly checkpoint: string;
   readonly seconds: number;
@@ -449,8 +452,13 @@ export const train = (config: TrainConfig, opts: TrainOptions) =>
           `, lr ${m.lr.toPrecision(3)}, ${m.imagesPerSecond.toFixed(0)} img/s`,
       );
     }
+    const report = yield* renderReport(opts.out).pipe(
+      Effect.tap((path) => Effect.logInfo(`report: ${path}`)),
+      Effect.catch((e) => Effect.as(Effect.logWarning(`the report could not be written: ${e.message}`), undefined)),
+    );
     return {
       out: opts.out,
+      report,
       metrics: run.metrics,
       checkpoint: run.lastCheckpoint,
       seconds: (performance.now() - started) / 1000,

@@ -89,6 +89,7 @@ const summary = (r: TrainResult, config: TrainConfig) => {
     lines.push(`  ${speed.toFixed(0)} images/s on average`);
   }
   lines.push(`  checkpoint: ${r.checkpoint}`, `  metrics:    ${r.out}/metrics.jsonl`);
+  if (r.report) lines.push(`  report:     ${r.report}`);
   return lines.join("\n");
 };
 
