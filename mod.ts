@@ -23,7 +23,6 @@ export * from "./src/nn/schedule.ts";
 // Stages of PCL.
 export { augmentBatch, augmentStage } from "./src/stages/augment.ts";
 export { load, loadStage, resident } from "./src/stages/load.ts";
-export { type DatasetEncoder, type EncodedFeatures, prepareDatasetEncoder } from "./src/stages/encode.ts";
 export * from "./src/stages/cluster.ts";
 export * from "./src/stages/concentration.ts";
 export {
@@ -35,6 +34,9 @@ export {
   type StepMetrics,
 } from "./src/stages/protonce.ts";
 export * from "./src/stages/checkpoint.ts";
+
+// Evaluation: features, weighted kNN, linear probe, clustering metrics.
+export * from "./src/eval/mod.ts";
 
 // Files.
 export * from "./src/io/npy.ts";

@@ -36,9 +36,20 @@ import {
   ClusterResultSchema as ClusterResultArtifact,
   concentration,
 } from "../src/stages/concentration.ts";
-import { type DatasetEncoder, prepareDatasetEncoder } from "../src/stages/encode.ts";
+import { type FeatureExtractor, prepareExtractor } from "../src/eval/features.ts";
+import { evaluate, scoreClusterings } from "../src/eval/mod.ts";
 import { renderReport } from "../src/report/mod.ts";
 import { type Clustering, MStep, type StepMetrics } from "../src/stages/protonce.ts";
+
+const Scores = Schema.Struct({ ami: Schema.Number, nmi: Schema.Number, ari: Schema.Number, acc: Schema.Number });
+
+/** The query encoder's evaluation (see `EvaluationConfig`): fractions in [0, 1]. */
+export const Evaluation = Schema.Struct({
+  knn: Schema.Record(Schema.String, Schema.Number),
+  linear: Schema.Number,
+  clustering: Scores,
+  seconds: Schema.Number,
+});
 
 /** One epoch's record in the checkpoints and `metrics.jsonl`. */
 export const EpochMetrics = Schema.Struct({
@@ -51,6 +62,9 @@ export const EpochMetrics = Schema.Struct({
   accProto: Schema.Array(Schema.Number),
   seconds: Schema.Number,
   imagesPerSecond: Schema.Number,
+  /** The E-step's clusterings scored against the training labels, one per K. */
+  estep: Schema.optionalKey(Schema.Array(Scores.pipe(Schema.fieldsAssign({ k: Schema.Number })))),
+  evaluation: Schema.optionalKey(Evaluation),
 });
 export type EpochMetrics = typeof EpochMetrics.Type;
 
@@ -101,6 +115,12 @@ export interface TrainResult {
   readonly mstep: MStep;
 }
 
+/** The evaluation view (E-step and evaluation): the augmentation's side and normalisation, no randomness. */
+const viewOf = (c: TrainConfig) => {
+  const p = presetOf(c);
+  return { side: p.side, mean: p.mean, std: p.std };
+};
+
 export const presetOf = (c: TrainConfig) => {
   const o: PresetOptions = c.augment.side === undefined ? {} : { side: c.augment.side };
   return c.augment.preset === "mnist" ? mnist(o) : c.augment.preset === "v1" ? v1(o) : v2(o);
@@ -119,7 +139,12 @@ interface Run {
   readonly dataset: Dataset;
   readonly sampler: Sampler;
   readonly mstep: MStep;
-  readonly features: DatasetEncoder;
+  /** The momentum encoder's features of the training set (the E-step's input). */
+  readonly keyFeatures: FeatureExtractor;
+  /** The query encoder's evaluation, when the config names a test set. */
+  readonly evaluation:
+    | { readonly extractor: FeatureExtractor; readonly bank: Dataset; readonly test: Dataset }
+    | undefined;
   readonly checkpoints: string;
   readonly hash: string;
   metrics: EpochMetrics[];
@@ -243,9 +268,9 @@ const stagesOf = (run: Run) => {
   const { config } = run;
   const encode = stage("encode", FeaturesArtifact, (epoch: number) =>
     Effect.gen(function* () {
-      const f = yield* run.features.run;
+      const f = yield* run.keyFeatures.extract(run.dataset);
       yield* fault(run, `epoch-${epoch}/encode`);
-      return { n: f.n, dim: f.dim, z: f.z };
+      return { n: f.n, dim: f.head.shape[1], z: f.head.data };
     }));
   const clusterStage = stage(
     "cluster",
@@ -284,8 +309,40 @@ const stagesOf = (run: Run) => {
     "train",
     EpochMetrics,
     (i: { readonly input: number; readonly concentration?: ClusterResult }) =>
-      trainEpoch(run, i.input, i.concentration && toClusterings(i.concentration)),
+      Effect.gen(function* () {
+        const metrics = yield* trainEpoch(run, i.input, i.concentration && toClusterings(i.concentration));
+        if (i.concentration === undefined) return metrics;
+        const estep = scoreClusterings(i.concentration.clusterings, run.dataset.labels);
+        yield* Effect.logInfo(
+          `E-step against the labels: ${estep.map((c) => `K=${c.k} AMI ${c.ami.toFixed(3)}`).join(", ")}`,
+        );
+        return { ...metrics, estep };
+      }),
   );
+  const evaluationStage = stage("evaluate", EpochMetrics, (m: EpochMetrics) =>
+    Effect.gen(function* () {
+      const every = config.evaluation.every;
+      const due = m.epoch === config.epochs - 1 || (every > 0 && (m.epoch + 1) % every === 0);
+      if (run.evaluation === undefined || !due) return m;
+      const started = performance.now();
+      const e = yield* evaluate(run.mstep.query, { train: run.evaluation.bank, test: run.evaluation.test }, {
+        view: viewOf(config),
+        extractor: run.evaluation.extractor,
+        probe: { trainImages: config.evaluation.probeImages },
+      });
+      const evaluation = {
+        knn: e.knn,
+        linear: e.linear,
+        clustering: e.clustering,
+        seconds: (performance.now() - started) / 1000,
+      };
+      yield* Effect.logInfo(
+        `evaluation: kNN ${Object.entries(e.knn).map(([k, v]) => `${k} ${(100 * v).toFixed(1)}%`).join(", ")}, ` +
+          `linear ${(100 * e.linear).toFixed(1)}%, test k-means AMI ${e.clustering.ami.toFixed(3)} ` +
+          `NMI ${e.clustering.nmi.toFixed(3)} (${evaluation.seconds.toFixed(0)} s)`,
+      );
+      return { ...m, evaluation };
+    }));
   const checkpoint = stage(
     "checkpoint",
     Schema.Struct({ path: Schema.String }),
@@ -297,7 +354,14 @@ const stagesOf = (run: Run) => {
         return { path };
       }),
   );
-  return { encode, cluster: clusterStage, concentration: concentrationStage, train, checkpoint };
+  return {
+    encode,
+    cluster: clusterStage,
+    concentration: concentrationStage,
+    train,
+    evaluate: evaluationStage,
+    checkpoint,
+  };
 };
 
 /** An epoch with the E-step: the PCL graph. */
@@ -308,7 +372,8 @@ export const pclEpoch = (run: Run) => {
     .node("encode", s.cluster)
     .node("cluster", s.concentration)
     .node(["input", "concentration"], s.train)
-    .node("train", s.checkpoint);
+    .node("train", s.evaluate)
+    .node("evaluate", s.checkpoint);
 };
 
 /** An epoch without it: warm-up, and the InfoNCE-only baseline throughout. */
@@ -316,7 +381,8 @@ export const infoNceEpoch = (run: Run) => {
   const s = stagesOf(run);
   return Dag.make<number>()
     .node(["input"], s.train)
-    .node("train", s.checkpoint);
+    .node("train", s.evaluate)
+    .node("evaluate", s.checkpoint);
 };
 
 /** Moves what a previous run left in `out` into `out/archive-<time>/` (nothing is deleted). */
@@ -394,12 +460,12 @@ export const train = (config: TrainConfig, opts: TrainOptions) =>
       maskDuplicatePositives: config.pcl.maskDuplicatePositives,
       seed: config.seed,
     });
-    const features = yield* prepareDatasetEncoder(key, dataset, {
-      batch: config.batchSize,
-      side: preset.side,
-      mean: preset.mean,
-      std: preset.std,
-    });
+    const keyFeatures = yield* prepareExtractor(key, { ...viewOf(config), batch: config.batchSize });
+    const evaluation = config.evaluation.test === undefined ? undefined : {
+      extractor: yield* prepareExtractor(query, { ...viewOf(config), batch: config.batchSize }),
+      bank: config.evaluation.bank === undefined ? dataset : yield* loadDataset(config.evaluation.bank),
+      test: yield* loadDataset(config.evaluation.test),
+    };
     const sampler = new Sampler(dataset.info.n, config.batchSize, config.seed);
     const run: Run = {
       config,
@@ -408,7 +474,8 @@ export const train = (config: TrainConfig, opts: TrainOptions) =>
       dataset,
       sampler,
       mstep,
-      features,
+      keyFeatures,
+      evaluation,
       checkpoints,
       hash,
       metrics: [],

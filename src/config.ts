@@ -66,12 +66,26 @@ export const AugmentConfig = Schema.Struct({
   side: Schema.optionalKey(PosInt),
 });
 
+/**
+ * Evaluation of the query encoder (pcl-algorithm.md §7, §12): weighted kNN (k = 20, 200, cosine, weights
+ * exp(sim/0.07)) on backbone features, a linear probe on the first `probeImages` bank images' standardised backbone
+ * features, and the AMI/NMI/ARI/accuracy of k-means (K = classes) on the test set's head features.
+ */
+export const EvaluationConfig = Schema.Struct({
+  /** Held-out images; no evaluation without them. */
+  test: Schema.optionalKey(Source),
+  /** The kNN bank and the probe's training images; the training set when absent. */
+  bank: Schema.optionalKey(Source),
+  /** Evaluate every N epochs (0: only after the last epoch). */
+  every: NonNegInt.pipe(def(0)),
+  probeImages: PosInt.pipe(def(10000)),
+});
+
 export class TrainConfig extends Schema.Class<TrainConfig>("pcl/TrainConfig")({
   name: Schema.String.pipe(def("pcl")),
   seed: NonNegInt.pipe(def(0)),
   train: Source.pipe(def({ kind: "mnist", split: "train" })),
-  /** Held-out images for evaluation (not used for training). */
-  test: Schema.optionalKey(Source),
+  evaluation: EvaluationConfig.pipe(def({})),
   augment: AugmentConfig.pipe(def({})),
   model: ModelConfig.pipe(def({})),
   epochs: PosInt.pipe(def(12)),

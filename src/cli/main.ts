@@ -13,7 +13,7 @@ import { encoder } from "../nn/models.ts";
 import { presetOf, train, type TrainResult } from "../../pipelines/pcl.ts";
 import { loadDataset } from "../data/source.ts";
 import { loadCheckpoint } from "../stages/checkpoint.ts";
-import { prepareDatasetEncoder } from "../stages/encode.ts";
+import { prepareExtractor } from "../eval/features.ts";
 import { DenoCliEnv } from "./env.ts";
 import { renderPreview } from "./stage_augment.ts";
 import { stageCluster } from "./stage_cluster.ts";
@@ -87,6 +87,23 @@ const summary = (r: TrainResult, config: TrainConfig) => {
     }
     const speed = r.metrics.reduce((s, m) => s + m.imagesPerSecond, 0) / r.metrics.length;
     lines.push(`  ${speed.toFixed(0)} images/s on average`);
+    const e = last.evaluation;
+    if (e) {
+      lines.push(
+        "",
+        "  Evaluation (query encoder, test set)",
+        `    kNN top-1         ${
+          Object.entries(e.knn).map(([k, v]) => `${k.replace("k", "k=")} ${pct(v)}`).join("   ")
+        }`,
+        `    linear probe      ${pct(e.linear)}`,
+        `    k-means (K = classes) on head features: AMI ${e.clustering.ami.toFixed(3)}  NMI ${
+          e.clustering.nmi.toFixed(3)
+        }  ARI ${e.clustering.ari.toFixed(3)}  ACC ${pct(e.clustering.acc)}`,
+      );
+    }
+    if (last.estep) {
+      lines.push(`    E-step vs labels: ${last.estep.map((c) => `K=${c.k} AMI ${c.ami.toFixed(3)}`).join("   ")}`);
+    }
   }
   lines.push(`  checkpoint: ${r.checkpoint}`, `  metrics:    ${r.out}/metrics.jsonl`);
   if (r.report) lines.push(`  report:     ${r.report}`);
@@ -195,14 +212,10 @@ const encodeCommand = Command.make("encode", {
     );
     key.params.loadStateDict(gpu, state);
     const preset = presetOf(config);
-    const f = yield* (yield* prepareDatasetEncoder(key, dataset, {
-      batch: config.batchSize,
-      side: preset.side,
-      mean: preset.mean,
-      std: preset.std,
-    })).run;
-    yield* writeNpy(o.out, { shape: [f.n, f.dim], data: f.z });
-    console.log(`wrote ${o.out}: ${f.n} x ${f.dim} features of the momentum encoder`);
+    const extractor = yield* prepareExtractor(key, { side: preset.side, mean: preset.mean, std: preset.std });
+    const f = yield* extractor.extract(dataset);
+    yield* writeNpy(o.out, f.head);
+    console.log(`wrote ${o.out}: ${f.head.shape.join(" x ")} features of the momentum encoder`);
   }).pipe(Effect.provide(Gpu.layer))).pipe(
     Command.withDescription("Encode the training set with a checkpoint's momentum encoder into a .npy file"),
   );
