@@ -159,6 +159,58 @@ const trainCommand = Command.make("train", {
     console.log(summary(result, config));
   })).pipe(Command.withDescription("Train PCL as configured; resumes the run in --out when there is one"));
 
+const compareCommand = Command.make("compare", {
+  config: configFlag,
+  epochs: Flag.Int("epochs").pipe(Flag.withDescription("override the config's epochs"), Flag.optional),
+  out: Flag.String("out").pipe(
+    Flag.withAlias("o"),
+    Flag.withDescription("directory for both runs (default: runs/compare-<config name>); existing runs are resumed"),
+    Flag.optional,
+  ),
+  maskBoth: Flag.Boolean("mask-both").pipe(
+    Flag.withDescription("also train PCL with duplicate-positive masking switched the other way"),
+    Flag.withDefault(false),
+  ),
+}, (o) =>
+  Effect.gen(function* () {
+    const loaded = yield* loadConfig(o.config);
+    const base = Option.isSome(o.epochs) ? new TrainConfig({ ...loaded, epochs: o.epochs.value }) : loaded;
+    const out = Option.getOrElse(o.out, () => `runs/compare-${base.name}`);
+    const variants: Array<[string, TrainConfig]> = [
+      [`PCL (mask ${base.pcl.maskDuplicatePositives ? "on" : "off"})`, base],
+      ["InfoNCE only", new TrainConfig({ ...base, pcl: { ...base.pcl, enabled: false } })],
+    ];
+    if (o.maskBoth) {
+      const flipped = !base.pcl.maskDuplicatePositives;
+      variants.splice(1, 0, [
+        `PCL (mask ${flipped ? "on" : "off"})`,
+        new TrainConfig({ ...base, pcl: { ...base.pcl, maskDuplicatePositives: flipped } }),
+      ]);
+    }
+    const rows: string[][] = [];
+    for (const [i, [label, config]] of variants.entries()) {
+      yield* Effect.logInfo(`compare: training ${label} in ${out}/${i}`);
+      const r = yield* train(config, { out: `${out}/${i}`, stop }).pipe(Effect.provide(Gpu.layer));
+      const e = r.metrics.at(-1)?.evaluation;
+      const pct = (v: number | undefined) => (v === undefined ? "-" : `${(100 * v).toFixed(1)}%`);
+      rows.push([
+        label,
+        pct(e?.knn.k20),
+        pct(e?.knn.k200),
+        pct(e?.linear),
+        e ? e.clustering.ami.toFixed(3) : "-",
+        e ? e.clustering.nmi.toFixed(3) : "-",
+        `${r.metrics.reduce((s, m) => s + m.seconds, 0).toFixed(0)} s`,
+      ]);
+    }
+    const header = ["run", "kNN k=20", "kNN k=200", "linear", "AMI", "NMI", "train time"];
+    const widths = header.map((h, c) => Math.max(h.length, ...rows.map((r) => r[c].length)));
+    const line = (r: string[]) => r.map((v, c) => v.padEnd(widths[c])).join("  ");
+    console.log(
+      ["", `${base.name}, seed ${base.seed}, ${base.epochs} epochs each:`, line(header), ...rows.map(line)].join("\n"),
+    );
+  })).pipe(Command.withDescription("Train PCL and the InfoNCE-only baseline with the same seed and budget; compare"));
+
 const loadCommand = Command.make("load", { config: configFlag }, (o) =>
   Effect.gen(function* () {
     const config = yield* loadConfig(o.config);
@@ -257,7 +309,7 @@ const stageCommand = Command.make("stage").pipe(
 
 export const cli = Command.make("pcl").pipe(
   Command.withDescription("Prototypical Contrastive Learning on WebGPU"),
-  Command.withSubcommands([trainCommand, stageCommand]),
+  Command.withSubcommands([trainCommand, compareCommand, stageCommand]),
 );
 
 /** Runs the CLI on `args`; resolves to the process exit code. */

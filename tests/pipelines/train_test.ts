@@ -173,3 +173,29 @@ effectTest(
     }
   }),
 );
+
+effectTest(
+  "cli: compare trains PCL and the InfoNCE-only baseline with one seed and prints both rows",
+  Effect.gen(function* () {
+    const dir = yield* Effect.promise(() => Deno.makeTempDir({ prefix: "pcl-compare-" }));
+    const config = `${dir}/tiny.yaml`;
+    const evaluation = { test: { kind: "synthetic", n: 64, side: 12, seed: 9 }, probeImages: 128 };
+    yield* Effect.promise(() => Deno.writeTextFile(config, YAML.stringify({ ...tinyConfig, evaluation })));
+    const logs: string[] = [];
+    const { error, log } = console;
+    console.error = () => {};
+    console.log = (...a: unknown[]) => logs.push(a.join(" "));
+    try {
+      assert.equal(yield* Effect.promise(() => main(["compare", "--config", config, "--out", `${dir}/cmp`])), 0);
+    } finally {
+      console.error = error;
+      console.log = log;
+    }
+    const table = logs.join("\n");
+    assert.match(table, /run\s+kNN k=20\s+kNN k=200\s+linear\s+AMI\s+NMI\s+train time/);
+    assert.match(table, /PCL \(mask on\)\s+\d+\.\d%\s+\d+\.\d%\s+\d+\.\d%\s+0\.\d{3}\s+0\.\d{3}\s+\d+ s/);
+    assert.match(table, /InfoNCE only\s+\d+\.\d%/);
+    const baseline = (yield* Effect.promise(() => Deno.readTextFile(`${dir}/cmp/1/metrics.jsonl`))).trim().split("\n");
+    assert.deepEqual(baseline.map((l) => JSON.parse(l).protoNce.length), [0, 0]);
+  }),
+);
