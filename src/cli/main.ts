@@ -272,18 +272,35 @@ const encodeCommand = Command.make("encode", {
     Command.withDescription("Encode the training set with a checkpoint's momentum encoder into a .npy file"),
   );
 
-const clusterArgs = Argument.String("args").pipe(
-  Argument.withDescription("--features FILE --k K1,K2,... --out FILE [--iters --nredo --seed --temperature]"),
-  Argument.variadic(),
-);
+const optionalInt = (name: string, description: string) =>
+  Flag.Int(name).pipe(Flag.withDescription(description), Flag.optional);
 
-const clusterCommand = Command.make(
-  "cluster",
-  { args: clusterArgs },
-  (o) => stageCluster(o.args).pipe(Effect.provide(Gpu.layer)),
-).pipe(
-  Command.withDescription("k-means (and φ with --temperature) of a features file, into a safetensors file"),
-);
+const clusterCommand = Command.make("cluster", {
+  features: Flag.String("features").pipe(Flag.withDescription("N x d float32 features: .npy or .safetensors")),
+  tensor: Flag.String("tensor").pipe(Flag.withDescription("the tensor's name in a .safetensors file"), Flag.optional),
+  k: Flag.String("k").pipe(Flag.withDescription("the K of each clustering, comma-separated (e.g. 10,20,40)")),
+  iters: optionalInt("iters", "Lloyd iterations (default 20)"),
+  nredo: optionalInt("nredo", "restarts, keeping the lowest objective (default 5)"),
+  seed: optionalInt("seed", "the K at position i uses seed + i (default 0)"),
+  maxPoints: optionalInt("max-points-per-centroid", "subsample to K times this many points (default 1000)"),
+  spherical: Flag.Boolean("spherical").pipe(Flag.withDescription("normalise centroids"), Flag.withDefault(false)),
+  temperature: Flag.Finite("temperature").pipe(Flag.withDescription("also write φ, rescaled to mean τ"), Flag.optional),
+  out: Flag.String("out").pipe(Flag.withDescription("the prototypes file (.safetensors)")),
+}, (o) => {
+  // The standalone entry point's own parser does the checking: one set of rules for both ways in.
+  const args = ["--features", o.features, "--k", o.k, "--out", o.out];
+  const add = (name: string, v: Option.Option<number | string>) => {
+    if (Option.isSome(v)) args.push(`--${name}`, String(v.value));
+  };
+  add("tensor", o.tensor);
+  add("iters", o.iters);
+  add("nredo", o.nredo);
+  add("seed", o.seed);
+  add("max-points-per-centroid", o.maxPoints);
+  add("temperature", o.temperature);
+  if (o.spherical) args.push("--spherical");
+  return stageCluster(args).pipe(Effect.provide(Gpu.layer));
+}).pipe(Command.withDescription("k-means (and φ with --temperature) of a features file, into a safetensors file"));
 
 const inspectCommand = Command.make(
   "checkpoint",
