@@ -5,9 +5,9 @@ import { Sampler } from "../../src/data/dataset.ts";
 import { loadDataset } from "../../src/data/source.ts";
 import { prepareAugmenter } from "../../src/ops/augment.ts";
 import { encoder } from "../../src/nn/models.ts";
+import { prepareExtractor } from "../../src/eval/features.ts";
 import { cluster } from "../../src/stages/cluster.ts";
 import { concentration } from "../../src/stages/concentration.ts";
-import { prepareDatasetEncoder } from "../../src/stages/encode.ts";
 import { MStep, type StepMetrics } from "../../src/stages/protonce.ts";
 import { gpuTest } from "../helpers.ts";
 
@@ -55,10 +55,9 @@ gpuTest(
     // Measured here: 4.71 -> 4.39 and 12% -> 16% (chance: 1/257); deterministic for a given adapter.
     assert.ok(loss[1] < loss[0] - 0.15, `InfoNCE falls: ${loss}`);
     assert.ok(acc[1] > acc[0] + 0.015, `Acc@Inst rises: ${acc}`);
-    // The E-step: the momentum encoder's features, k-means, φ; then 2 epochs of ProtoNCE with those prototypes.
-    const features =
-      yield* (yield* prepareDatasetEncoder(k, dataset, { batch, side, mean: preset.mean, std: preset.std })).run;
-    const clusterings = yield* cluster({ data: features.z, shape: [features.n, features.dim] }, { ks, nredo: 2 });
+    // The E-step: the momentum encoder's features, k-means, φ; then an epoch of ProtoNCE with those prototypes.
+    const extractor = yield* prepareExtractor(k, { batch, side, mean: preset.mean, std: preset.std });
+    const clusterings = yield* cluster((yield* extractor.extract(dataset)).head, { ks, nredo: 2 });
     const phi = yield* concentration(clusterings, 0.2);
     m.setPrototypes(phi.clusterings.map((c) => ({ ...c })));
     const proto = yield* run([5]);
