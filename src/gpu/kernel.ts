@@ -147,6 +147,20 @@ export const prepare = Effect.fnUntraced(function* (spec: KernelSpec, launch: La
   );
 });
 
+/**
+ * Several dispatches recorded as one, in order, in one pass (WebGPU makes each dispatch's writes visible to the next).
+ * `setParams` goes to every part: for parts that share one uniform struct.
+ */
+export const sequence = (kernel: string, parts: readonly Dispatch[]): Dispatch => ({
+  kernel,
+  record: (pass) => {
+    for (const d of parts) d.record(pass);
+  },
+  setParams: (params) => {
+    for (const d of parts) d.setParams(params);
+  },
+});
+
 /** Runs `body` inside WebGPU validation and out-of-memory error scopes, naming `kernel` in the typed error. */
 export const validated = <A, E, R>(
   kernel: string,

@@ -1,7 +1,7 @@
 import { Effect } from "effect";
 import source from "../../kernels/batchnorm.wgsl" with { type: "text" };
 import { Gpu, type GpuContext } from "../gpu/gpu.ts";
-import { alloc, type Dispatch, grid1d, prepare } from "../gpu/kernel.ts";
+import { alloc, grid1d, prepare, sequence } from "../gpu/kernel.ts";
 import { shapeError } from "../gpu/errors.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 
@@ -136,17 +136,6 @@ const checkGroups = (kernel: string, x: Tensor, { n, hw }: Layout, groups: numbe
   }
   return undefined;
 };
-
-/** Runs its parts in order, in one pass; WebGPU makes each dispatch's writes visible to the next. */
-const sequence = (kernel: string, parts: readonly Dispatch[]): Dispatch => ({
-  kernel,
-  record: (pass) => {
-    for (const d of parts) d.record(pass);
-  },
-  setParams: (params) => {
-    for (const d of parts) d.setParams(params);
-  },
-});
 
 /** The two dispatches of a training op (partial statistics, then apply), sharing a scratch of [2, G·B, C]. */
 const partialThenApply = Effect.fnUntraced(function* (

@@ -1,7 +1,7 @@
 import { Effect } from "effect";
 import source from "../../kernels/conv2d.wgsl" with { type: "text" };
 import { Gpu, type GpuContext } from "../gpu/gpu.ts";
-import { alloc, type Dispatch, grid1d, type Params, prepare } from "../gpu/kernel.ts";
+import { alloc, type Dispatch, grid1d, type Params, prepare, sequence } from "../gpu/kernel.ts";
 import { ShapeError, shapeError } from "../gpu/errors.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 
@@ -150,13 +150,6 @@ const packWeights = Effect.fnUntraced(function* (w: Tensor, g: ConvGeometry, for
     },
   );
   return { pack, packed };
-});
-
-/** Records several dispatches as one; they share the conv uniform struct, so `setParams` goes to each. */
-const sequence = (kernel: string, parts: readonly Dispatch[]): Dispatch => ({
-  kernel,
-  record: (pass) => parts.forEach((d) => d.record(pass)),
-  setParams: (p) => parts.forEach((d) => d.setParams(p)),
 });
 
 /**

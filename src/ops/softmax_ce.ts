@@ -1,7 +1,7 @@
 import { Effect } from "effect";
 import source from "../../kernels/softmax_ce.wgsl" with { type: "text" };
 import { Gpu } from "../gpu/gpu.ts";
-import { type Dispatch, grid1d, type Params, prepare } from "../gpu/kernel.ts";
+import { grid1d, type Params, prepare, sequence } from "../gpu/kernel.ts";
 import { shapeError } from "../gpu/errors.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 import { rowWorkgroup } from "./reduce.ts";
@@ -22,19 +22,6 @@ const check = (kernel: string, logits: Tensor, targets: Tensor) => {
 };
 
 const params = (rows: number, cols: number): Params => [["u32", rows], ["u32", cols], ["u32", NAN_BITS]];
-
-/** Two dispatches recorded as one, in order (a later dispatch in a pass sees the earlier one's writes). */
-const sequence = (first: Dispatch, second: Dispatch): Dispatch => ({
-  kernel: first.kernel,
-  record: (pass) => {
-    first.record(pass);
-    second.record(pass);
-  },
-  setParams: (p) => {
-    first.setParams(p);
-    second.setParams(p);
-  },
-});
 
 /**
  * Softmax cross-entropy, row-wise and numerically stable: `loss[i] = logsumexp(logits_i) − logits_i[targets_i]` into
@@ -68,7 +55,7 @@ export const softmaxCrossEntropy = Effect.fnUntraced(
       { name: "softmax_ce", source, entryPoint: "mean_loss", constants: { WG: MEAN_WG } },
       { tensors: [undefined, undefined, loss, mean], params: params(rows, cols), workgroups: [1] },
     );
-    return sequence(rowsDispatch, meanDispatch);
+    return sequence("softmax_ce", [rowsDispatch, meanDispatch]);
   },
 );
 
