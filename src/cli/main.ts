@@ -110,9 +110,18 @@ const summary = (r: TrainResult, config: TrainConfig) => {
   return lines.join("\n");
 };
 
+const epochsFlag = Flag.Int("epochs").pipe(Flag.withDescription("override the config's epochs"), Flag.optional);
+
+/** The config file, with `--epochs` applied (the constructor validates the override). */
+const configWithEpochs = (o: { readonly config: string; readonly epochs: Option.Option<number> }) =>
+  Effect.map(
+    loadConfig(o.config),
+    (loaded) => Option.isSome(o.epochs) ? new TrainConfig({ ...loaded, epochs: o.epochs.value }) : loaded,
+  );
+
 const trainCommand = Command.make("train", {
   config: configFlag,
-  epochs: Flag.Int("epochs").pipe(Flag.withDescription("override the config's epochs"), Flag.optional),
+  epochs: epochsFlag,
   out: Flag.String("out").pipe(
     Flag.withAlias("o"),
     Flag.withDescription("run directory (default: runs/<config name>); an existing run there is resumed"),
@@ -128,8 +137,7 @@ const trainCommand = Command.make("train", {
   ),
 }, (o) =>
   Effect.gen(function* () {
-    const loaded = yield* loadConfig(o.config);
-    const config = Option.isSome(o.epochs) ? new TrainConfig({ ...loaded, epochs: o.epochs.value }) : loaded;
+    const config = yield* configWithEpochs(o);
     const out = Option.getOrElse(o.out, () => `runs/${config.name}`);
     yield* Effect.logInfo(`config ${o.config} -> run directory ${out}`);
     const result = yield* train(config, {
@@ -161,7 +169,7 @@ const trainCommand = Command.make("train", {
 
 const compareCommand = Command.make("compare", {
   config: configFlag,
-  epochs: Flag.Int("epochs").pipe(Flag.withDescription("override the config's epochs"), Flag.optional),
+  epochs: epochsFlag,
   out: Flag.String("out").pipe(
     Flag.withAlias("o"),
     Flag.withDescription("directory for both runs (default: runs/compare-<config name>); existing runs are resumed"),
@@ -173,8 +181,7 @@ const compareCommand = Command.make("compare", {
   ),
 }, (o) =>
   Effect.gen(function* () {
-    const loaded = yield* loadConfig(o.config);
-    const base = Option.isSome(o.epochs) ? new TrainConfig({ ...loaded, epochs: o.epochs.value }) : loaded;
+    const base = yield* configWithEpochs(o);
     const out = Option.getOrElse(o.out, () => `runs/compare-${base.name}`);
     const variants: Array<[string, TrainConfig]> = [
       [`PCL (mask ${base.pcl.maskDuplicatePositives ? "on" : "off"})`, base],
