@@ -40,6 +40,7 @@ import { type FeatureExtractor, prepareExtractor } from "../src/eval/features.ts
 import { evaluate, scoreClusterings } from "../src/eval/mod.ts";
 import { renderReport } from "../src/report/mod.ts";
 import { type Clustering, MStep, type StepMetrics } from "../src/stages/protonce.ts";
+import { writeFileAtomic } from "../src/io/atomic.ts";
 
 const Scores = Schema.Struct({ ami: Schema.Number, nmi: Schema.Number, ari: Schema.Number, acc: Schema.Number });
 
@@ -177,9 +178,11 @@ const writeCheckpoint = (run: Run) =>
       metrics: run.metrics,
       adapter: run.gpu.adapter.description,
     }, run.config.checkpoint.keep);
-    const lines = run.metrics.map((m) => JSON.stringify(m)).join("\n");
-    yield* Effect.promise(() => Deno.writeTextFile(`${run.opts.out}/metrics.jsonl.tmp`, lines + (lines ? "\n" : "")));
-    yield* Effect.promise(() => Deno.rename(`${run.opts.out}/metrics.jsonl.tmp`, `${run.opts.out}/metrics.jsonl`));
+    const metrics = `${run.opts.out}/metrics.jsonl`;
+    yield* Effect.tryPromise({
+      try: () => writeFileAtomic(metrics, run.metrics.map((m) => JSON.stringify(m) + "\n").join("")),
+      catch: (e) => new CheckpointError({ path: metrics, message: `writing ${metrics} failed: ${e}` }),
+    });
     run.lastCheckpoint = path;
     return path;
   });

@@ -6,6 +6,7 @@
  */
 import { Context, Effect, Layer, Option } from "effect";
 import { ArtifactCorrupt, StoreError } from "./errors.ts";
+import { writeFileAtomic } from "../io/atomic.ts";
 
 export interface ArtifactStoreShape {
   /** The file that holds `key`'s artifact, given the value read from it (for error messages). */
@@ -124,16 +125,12 @@ const makeDirectory = (root: string): ArtifactStoreShape => {
         yield* checkKey(key);
         const s = yield* serialize(key, value);
         const file = `${base(key)}.${s.ext}`;
-        yield* io(key, `writing ${file}`, async () => {
-          await Deno.mkdir(file.slice(0, file.lastIndexOf("/")), { recursive: true });
-          const tmp = `${file}.tmp`;
-          await (s.ext === "bin" ? Deno.writeFile(tmp, s.bytes) : Deno.writeTextFile(tmp, s.text));
-          using f = await Deno.open(tmp, { read: true });
-          await f.syncData(); // the rename must not land before the data does
-        });
         // A value that changed kind (json <-> bin) would otherwise leave the old file to shadow the new one.
         yield* removeFile(key, `${base(key)}.${s.ext === "bin" ? "json" : "bin"}`);
-        yield* io(key, `renaming ${file}.tmp`, () => Deno.rename(`${file}.tmp`, file));
+        yield* io(key, `writing ${file}`, async () => {
+          await Deno.mkdir(file.slice(0, file.lastIndexOf("/")), { recursive: true });
+          await writeFileAtomic(file, s.ext === "bin" ? s.bytes : s.text);
+        });
       }),
     remove: (key) =>
       checkKey(key).pipe(

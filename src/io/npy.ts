@@ -7,6 +7,7 @@
  * so that the data starts on a 64-byte boundary, then the raw little-endian data.
  */
 import { Effect, Schema } from "effect";
+import { writeFileAtomic } from "./atomic.ts";
 
 export class NpyError extends Schema.TaggedError<NpyError>()("NpyError", {
   file: Schema.String,
@@ -132,9 +133,7 @@ export const writeNpy = (
 ): Effect.Effect<void, NpyError> =>
   Effect.tryPromise({
     try: async () => {
-      const bytes = formatNpy(array);
-      await Deno.writeFile(`${file}.tmp`, bytes);
-      await Deno.rename(`${file}.tmp`, file);
+      await writeFileAtomic(file, formatNpy(array));
     },
     catch: ioError(file, "write"),
   });

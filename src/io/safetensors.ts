@@ -10,6 +10,7 @@
  * A general container (a map name -> tensor): prototypes files now, checkpoints later.
  */
 import { Effect, Schema } from "effect";
+import { writeFileAtomic } from "./atomic.ts";
 
 export class SafetensorsError extends Schema.TaggedError<SafetensorsError>()("SafetensorsError", {
   file: Schema.String,
@@ -178,9 +179,7 @@ export const writeSafetensors = (
 ): Effect.Effect<void, SafetensorsError> =>
   Effect.tryPromise({
     try: async () => {
-      const bytes = formatSafetensors(tensors, metadata);
-      await Deno.writeFile(`${file}.tmp`, bytes);
-      await Deno.rename(`${file}.tmp`, file);
+      await writeFileAtomic(file, formatSafetensors(tensors, metadata));
     },
     catch: ioError(file, "write"),
   });

@@ -6,6 +6,7 @@ import { Effect } from "effect";
 import { loadRun, ReportError } from "./data.ts";
 import type { GalleryOptions } from "./gallery.ts";
 import { type ChartLibrary, reportHtml } from "./render.ts";
+import { writeFileAtomic } from "../io/atomic.ts";
 
 export { type LoadOptions, loadRun, ReportError, type RunData } from "./data.ts";
 export { type ChartLibrary, type PageOptions, reportHtml } from "./render.ts";
@@ -48,10 +49,7 @@ export const renderReport = (dir: string, options: ReportOptions = {}): Effect.E
     const html = reportHtml(run, library, options.gallery === undefined ? {} : { gallery: options.gallery });
     const out = options.out ?? `${dir}/report.html`;
     yield* Effect.tryPromise({
-      try: async () => {
-        await Deno.writeTextFile(`${out}.tmp`, html);
-        await Deno.rename(`${out}.tmp`, out);
-      },
+      try: () => writeFileAtomic(out, html),
       catch: (e) => new ReportError({ path: out, message: `cannot write ${out}: ${(e as Error).message}` }),
     });
     return out;

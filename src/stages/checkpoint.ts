@@ -3,6 +3,7 @@ import type { GpuContext } from "../gpu/gpu.ts";
 import { formatSafetensors, parseSafetensors, type SafeTensor } from "../io/safetensors.ts";
 import type { ParamStore } from "../nn/params.ts";
 import type { Clustering, MStep } from "./protonce.ts";
+import { writeFileAtomic } from "../io/atomic.ts";
 
 /**
  * A checkpoint is two files in `DIR/checkpoints/`: `ckpt-EEEE-SSSSSS.safetensors` with every tensor (both encoders'
@@ -46,20 +47,6 @@ const sha256 = async (bytes: Uint8Array<ArrayBuffer>) =>
     .join("");
 
 const stem = (epoch: number, step: number) => `ckpt-${String(epoch).padStart(4, "0")}-${String(step).padStart(6, "0")}`;
-
-const writeAtomic = async (path: string, bytes: Uint8Array<ArrayBuffer>) => {
-  const file = await Deno.open(`${path}.tmp`, { write: true, create: true, truncate: true });
-  try {
-    await file.write(bytes).then(async (n) => {
-      let written = n;
-      while (written < bytes.length) written += await file.write(bytes.subarray(written));
-    });
-    await file.syncData();
-  } finally {
-    file.close();
-  }
-  await Deno.rename(`${path}.tmp`, path);
-};
 
 /** The named tensors of a parameter store (parameters, then buffers), read from the GPU. */
 const storeTensors = async (gpu: GpuContext, store: ParamStore, prefix: string, out: Map<string, SafeTensor>) => {
@@ -151,14 +138,14 @@ export const saveCheckpoint = (
       await Deno.mkdir(dir, { recursive: true });
       const name = stem(manifest.epoch, manifest.step);
       const bytes = formatSafetensors(tensors, { format: FORMAT });
-      await writeAtomic(`${dir}/${name}.safetensors`, bytes);
+      await writeFileAtomic(`${dir}/${name}.safetensors`, bytes);
       const full: Manifest = {
         format: FORMAT,
         ...manifest,
         tensors: { file: `${name}.safetensors`, bytes: bytes.length, sha256: await sha256(bytes) },
         createdAt: new Date().toISOString(),
       };
-      await writeAtomic(`${dir}/${name}.json`, new TextEncoder().encode(JSON.stringify(full, null, 2) + "\n"));
+      await writeFileAtomic(`${dir}/${name}.json`, JSON.stringify(full, null, 2) + "\n");
       for (const old of (await listManifests(dir)).slice(keep)) {
         await Deno.remove(old).catch(() => {});
         await Deno.remove(old.replace(/\.json$/, ".safetensors")).catch(() => {});
