@@ -53,6 +53,18 @@ export class Tensor<D extends DType = DType> {
     return new Tensor(this.buffer, shape, this.dtype, this.offset);
   }
 
+  /**
+   * Rows [from, from + count) along the first axis, as a tensor of their own (a byte-offset view of the same buffer).
+   * A view bound on its own needs a 256-byte-aligned offset (the storage binding rule); copies and reads do not.
+   */
+  rows(from: number, count: number): Tensor<D> {
+    const rowSize = this.size / this.shape[0];
+    if (from < 0 || count < 0 || from + count > this.shape[0] || this.dtype === "u8") {
+      throw new RangeError(`rows ${from}..${from + count} of '${this.label}' [${this.shape}] ${this.dtype}`);
+    }
+    return new Tensor(this.buffer, [count, ...this.shape.slice(1)], this.dtype, this.offset + from * rowSize * 4);
+  }
+
   /** The buffer binding of this tensor, as a bind group entry needs it. */
   binding(): GPUBufferBinding {
     return { buffer: this.buffer, offset: this.offset, size: this.byteLength };

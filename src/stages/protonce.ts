@@ -2,7 +2,7 @@ import { Effect, Schema } from "effect";
 import { Draws, Stream } from "../data/rng.ts";
 import { Gpu, type GpuContext } from "../gpu/gpu.ts";
 import { alloc, type Dispatch, encode } from "../gpu/kernel.ts";
-import { Tensor } from "../gpu/tensor.ts";
+import type { Tensor } from "../gpu/tensor.ts";
 import type { Augmenter } from "../ops/augment.ts";
 import { type ContrastiveLoss, contrastiveLoss } from "../ops/contrastive.ts";
 import { copy, type CopyAt, copyAt } from "../ops/fill.ts";
@@ -121,7 +121,7 @@ export class MStep {
 
   /** The queue alone (r x d), a view of the InfoNCE table's rows N.. (for checkpoints). */
   get queue(): Tensor<"f32"> {
-    return viewRows(this.keys, this.batch, this.config.queueSize);
+    return this.keys.rows(this.batch, this.config.queueSize);
   }
 
   static prepare = Effect.fnUntraced(function* (
@@ -164,7 +164,7 @@ export class MStep {
     gpu.write(keys, initialQueue(n, r, d, config.seed));
 
     const metrics = yield* alloc([(2 + 2 * clusterSizes.length) * SLOT], "f32", "metrics");
-    const slot = (i: number) => viewRows(metrics, i * SLOT, 1);
+    const slot = (i: number) => metrics.rows(i * SLOT, 1);
     const instSel = yield* alloc([n + r], "u32", "keys.sel");
     const ema = yield* emaUpdate(key.params.values, query.params.values, config.keyMomentum);
     const infoNce = yield* contrastiveLoss(q.z, keys, instSel, { loss: slot(0), accuracy: slot(1) }, q.dz!, {
@@ -179,7 +179,7 @@ export class MStep {
       ...(permutation ? [yield* gatherRows(flatK, permutation.perm, keyInput.reshape([n, viewK.size / n]))] : []),
       ...k.forward,
       ...(permutation ? [yield* gatherRows(k.z, permutation.inverse, zk)] : []),
-      yield* copy(zk, viewRows(keys, 0, n)),
+      yield* copy(zk, keys.rows(0, n)),
       ...q.forward,
       ...infoNce.forward,
       ...infoNce.backward, // writes dq; each clustering's ProtoNCE adds its share after it
@@ -362,13 +362,6 @@ export const sampleColumns = (
   }
   sel.fill(0, n + used);
   return n + used;
-};
-
-/** Rows [from, from + count) of a 2-D tensor, as a tensor of their own (a byte-offset view). */
-export const viewRows = (t: Tensor<"f32">, from: number, count: number): Tensor<"f32"> => {
-  const width = t.shape.length === 2 ? t.shape[1] : 1;
-  const shape = t.shape.length === 2 ? [count, width] : [count];
-  return new Tensor(t.buffer, shape, "f32", t.offset + from * width * 4);
 };
 
 /** A uniform permutation of 0..n-1 (Fisher-Yates) from addressed draws. */

@@ -185,3 +185,17 @@ effectTest(
     assert.equal(yield* destroyed.guard(Effect.sleep(20).pipe(Effect.as(7))), 7);
   }),
 );
+
+gpuTest(
+  "Gpu: rows of a tensor are a view of the same bytes; rows out of range are refused",
+  Effect.gen(function* () {
+    const gpu = yield* Gpu;
+    const data = Float32Array.from({ length: 5 * 3 }, (_, i) => i);
+    const t = gpu.upload(data, "f32", [5, 3], "t");
+    const middle = t.rows(1, 3);
+    assert.deepEqual(middle.shape, [3, 3]);
+    assert.equal(middle.buffer, t.buffer);
+    assert.deepEqual(yield* read(middle), data.slice(3, 12));
+    assert.throws(() => t.rows(4, 2), /rows 4\.\.6 of 't' \[5,3\]/);
+  }),
+);

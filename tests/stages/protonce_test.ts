@@ -7,7 +7,7 @@ import { Gpu } from "../../src/gpu/gpu.ts";
 import { run } from "../../src/gpu/kernel.ts";
 import { prepareAugmenter } from "../../src/ops/augment.ts";
 import { bindEncoder, encoder, type EncoderSpec } from "../../src/nn/models.ts";
-import { MStep, type MStepConfig, MStepError, sampleColumns, viewRows } from "../../src/stages/protonce.ts";
+import { MStep, type MStepConfig, MStepError, sampleColumns } from "../../src/stages/protonce.ts";
 import { assertClose, effectTest, gpuTest } from "../helpers.ts";
 
 const K = 30;
@@ -94,7 +94,7 @@ gpuTest(
     for (let step = 0; step < 3; step++) {
       assert.equal(m.queuePointer, (step * 8) % 16);
       yield* Effect.promise(() => m.step(0, step, [...Array(8).keys()].map((i) => i + 8 * step)).metrics());
-      keysOf.push(yield* Effect.promise(() => gpu.read(viewRows(m.keys, 0, 8))));
+      keysOf.push(yield* Effect.promise(() => gpu.read(m.keys.rows(0, 8))));
     }
     const queue = yield* Effect.promise(() => gpu.read(m.queue));
     assert.deepEqual(queue.subarray(0, 64), keysOf[2]); // step 2 wrapped around onto slot 0
@@ -115,7 +115,7 @@ gpuTest(
     yield* Effect.promise(() => m.step(0, 0, [...Array(8).keys()]).metrics());
     const queryAfterStep0 = yield* Effect.promise(() => gpu.read(m.query.params.values));
     yield* Effect.promise(() => m.step(0, 1, [...Array(8).keys()].map((i) => 63 - i)).metrics());
-    const keys = yield* Effect.promise(() => gpu.read(viewRows(m.keys, 0, 8)));
+    const keys = yield* Effect.promise(() => gpu.read(m.keys.rows(0, 8)));
     // Encode step 1's key view with a fresh encoder holding the query's parameters after step 0.
     const fresh = yield* encoder(spec, 9);
     gpu.write(fresh.params.values, queryAfterStep0);
