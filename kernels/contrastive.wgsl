@@ -36,7 +36,9 @@ fn mask(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: ve
 
 var<workgroup> hits: array<f32, WG>;
 
-// accuracy[0] = the fraction of rows whose first maximum is at column i (top-1 against target i). One workgroup;
+// accuracy[0] = the fraction of rows whose first maximum is at column i (top-1 against target i), where the other
+// batch columns j < N with sel[j] == sel[i] count as column i: unmasked ProtoNCE repeats row i's own prototype there
+// (same logit), and picking a copy of it is a hit. (Masked modes never let those columns win.) One workgroup;
 // invocation l counts rows l, l + WG, ...; the counts are added in a fixed tree order.
 @compute @workgroup_size(WG)
 fn top1(@builtin(local_invocation_id) lid: vec3u) {
@@ -47,6 +49,7 @@ fn top1(@builtin(local_invocation_id) lid: vec3u) {
     let mine = logits[base + i];
     var best = true;
     for (var j = 0u; j < p.cols; j++) {
+      if (j < p.rows && sel[j] == sel[i]) { continue; }
       let v = logits[base + j];
       if (v > mine || (v == mine && j < i)) { best = false; break; }
     }

@@ -46,16 +46,20 @@ export const maskLogits = Effect.fnUntraced(function* (logits: Tensor, sel: Tens
 export const maskParams = (n: number, c: number, mode: MaskMode, valid: number) =>
   [["u32", n], ["u32", c], ["u32", MODES[mode]], ["u32", valid]] as const;
 
-/** `accuracy[0]` = fraction of rows i whose first maximum is column i (Acc@Inst, Acc@Proto). */
-export const top1Diagonal = Effect.fnUntraced(function* (logits: Tensor, accuracy: Tensor) {
+/**
+ * `accuracy[0]` = fraction of rows i whose first maximum is column i (Acc@Inst, Acc@Proto), a batch column j < N
+ * with `sel[j] == sel[i]` counting as column i (the row's own prototype repeated when duplicates are not masked).
+ */
+export const top1Diagonal = Effect.fnUntraced(function* (logits: Tensor, sel: Tensor<"u32">, accuracy: Tensor) {
   const bad = check2d("top1Diagonal", logits);
   if (bad !== undefined) return yield* bad;
   const [n, c] = logits.shape as [number, number];
   if (accuracy.dtype !== "f32" || accuracy.size !== 1) {
     return yield* shapeError("top1Diagonal", `accuracy ${accuracy} must be a 1-element f32 tensor`);
   }
+  if (sel.dtype !== "u32" || sel.size !== c) return yield* shapeError("top1Diagonal", `sel ${sel} must be u32 [${c}]`);
   return yield* prepare({ name: "contrastive", source, entryPoint: "top1", constants: { WG } }, {
-    tensors: [logits, undefined, accuracy],
+    tensors: [logits, sel, accuracy],
     params: maskParams(n, c, "none", c),
     workgroups: [1],
   });
@@ -111,7 +115,7 @@ export const contrastiveLoss = Effect.fnUntraced(function* (
       yield* matmul(q, table, logits, { transB: true, alpha: o.scale }),
       mask,
       yield* softmaxCrossEntropy(logits, targets, rowLoss, metrics.loss),
-      yield* top1Diagonal(logits, metrics.accuracy),
+      yield* top1Diagonal(logits, sel, metrics.accuracy),
     ],
     backward: [
       yield* softmaxCrossEntropyBackward(logits, targets, dlogits),

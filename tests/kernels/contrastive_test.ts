@@ -165,21 +165,25 @@ for (const mode of ["none", "same", "all"] as const) {
 }
 
 gpuTest(
-  "contrastive: top-1 counts a row only when its first maximum is its own column",
+  "contrastive: top-1 counts a row when its first maximum is its own column or a batch copy of its own id",
   Effect.gen(function* () {
     const gpu = yield* Gpu;
-    // Unit q rows against table rows built to tie or win: row 0 wins, row 1 ties with column 0 (first max is 0: a
-    // miss), row 2 ties with column 3 (first max is its own column 2: a hit).
+    // Unit q rows against table rows built to tie or win: row 0 wins, row 1 ties with column 0, row 2 ties with
+    // column 3 (a negative after it: its first maximum is its own column 2, a hit). With distinct ids row 1's first
+    // maximum is another row's column (a miss); when column 0 carries row 1's id (its own prototype repeated, as
+    // unmasked ProtoNCE does), picking it is a hit.
     const q = f32([[1, 0], [1, 0], [0, 1]]);
     const t = f32([[1, 0], [1, 0], [0, 1], [0, 1], [-1, 0]]);
-    const p = setup(gpu, q, t, new Uint32Array(5), 3, 2);
-    const loss = yield* contrastiveLoss(p.q, p.table, p.sel, p.metrics, p.dq, {
-      scale: 1,
-      weight: 1,
-      mode: "none",
-      accumulate: false,
-    });
-    yield* run(loss.forward);
-    assertClose(yield* read(p.metrics.accuracy), [2 / 3], { atol: 1e-7, rtol: 0, what: "accuracy" });
+    for (const [ids, expected] of [[[0, 1, 2, 3, 4], 2 / 3], [[7, 7, 2, 3, 4], 1]] as const) {
+      const p = setup(gpu, q, t, Uint32Array.from(ids), 3, 2);
+      const loss = yield* contrastiveLoss(p.q, p.table, p.sel, p.metrics, p.dq, {
+        scale: 1,
+        weight: 1,
+        mode: "none",
+        accumulate: false,
+      });
+      yield* run(loss.forward);
+      assertClose(yield* read(p.metrics.accuracy), [expected], { atol: 1e-7, rtol: 0, what: `accuracy, ids ${ids}` });
+    }
   }),
 );
