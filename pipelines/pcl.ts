@@ -537,3 +537,20 @@ export const train = (config: TrainConfig, opts: TrainOptions) =>
       mstep,
     } satisfies TrainResult;
   });
+
+/**
+ * The evaluation of the untrained encoder a run starts from (the same seed, so the same initial weights): the
+ * "random encoder" baseline every trained figure should be read against. Undefined when the config names no test set.
+ */
+export const evaluateUntrained = (config: TrainConfig) =>
+  Effect.gen(function* () {
+    if (config.evaluation.test === undefined) return undefined;
+    const dataset = yield* loadDataset(config.train);
+    const query = yield* encoder({ ...config.model, inChannels: dataset.info.channels }, config.seed);
+    const bank = config.evaluation.bank === undefined ? dataset : yield* loadDataset(config.evaluation.bank);
+    const test = yield* loadDataset(config.evaluation.test);
+    return yield* evaluate(query, { train: bank, test }, {
+      view: { ...viewOf(config), batch: config.batchSize },
+      probe: { trainImages: config.evaluation.probeImages },
+    });
+  });

@@ -10,7 +10,7 @@ import { readSource } from "../data/source.ts";
 import { Gpu } from "../gpu/gpu.ts";
 import { writeNpy } from "../io/npy.ts";
 import { encoder } from "../nn/models.ts";
-import { presetOf, train, type TrainResult } from "../../pipelines/pcl.ts";
+import { evaluateUntrained, presetOf, train, type TrainResult } from "../../pipelines/pcl.ts";
 import { loadDataset } from "../data/source.ts";
 import { loadCheckpoint } from "../stages/checkpoint.ts";
 import { prepareExtractor } from "../eval/features.ts";
@@ -194,25 +194,34 @@ const compareCommand = Command.make("compare", {
         new TrainConfig({ ...base, pcl: { ...base.pcl, maskDuplicatePositives: flipped } }),
       ]);
     }
+    const pct = (v: number | undefined) => (v === undefined ? "-" : `${(100 * v).toFixed(1)}%`);
+    type Scores = {
+      readonly knn: Readonly<Record<string, number>>;
+      readonly linear: number;
+      readonly clustering: { readonly ami: number; readonly nmi: number };
+    };
+    const row = (label: string, e: Scores | undefined, time: string) => [
+      label,
+      pct(e?.knn["k20"]),
+      pct(e?.knn["k200"]),
+      pct(e?.linear),
+      e ? e.clustering.ami.toFixed(3) : "-",
+      e ? e.clustering.nmi.toFixed(3) : "-",
+      time,
+    ];
     const rows: string[][] = [];
     for (const [i, [label, config]] of variants.entries()) {
       yield* Effect.logInfo(`compare: training ${label} in ${out}/${i}`);
       const r = yield* train(config, { out: `${out}/${i}`, stop }).pipe(Effect.provide(Gpu.layer));
-      const e = r.metrics.at(-1)?.evaluation;
-      const pct = (v: number | undefined) => (v === undefined ? "-" : `${(100 * v).toFixed(1)}%`);
-      rows.push([
-        label,
-        pct(e?.knn.k20),
-        pct(e?.knn.k200),
-        pct(e?.linear),
-        e ? e.clustering.ami.toFixed(3) : "-",
-        e ? e.clustering.nmi.toFixed(3) : "-",
-        `${r.metrics.reduce((s, m) => s + m.seconds, 0).toFixed(0)} s`,
-      ]);
+      rows.push(
+        row(label, r.metrics.at(-1)?.evaluation, `${r.metrics.reduce((s, m) => s + m.seconds, 0).toFixed(0)} s`),
+      );
     }
+    yield* Effect.logInfo("compare: evaluating the untrained encoder (same seed) as the random baseline");
+    rows.push(row("random encoder (untrained)", yield* evaluateUntrained(base).pipe(Effect.provide(Gpu.layer)), "-"));
     const header = ["run", "kNN k=20", "kNN k=200", "linear", "AMI", "NMI", "train time"];
     const widths = header.map((h, c) => Math.max(h.length, ...rows.map((r) => r[c].length)));
-    const line = (r: string[]) => r.map((v, c) => v.padEnd(widths[c])).join("  ");
+    const line = (r: string[]) => r.map((v, c) => v.padEnd(widths[c])).join("  ").trimEnd();
     console.log(
       ["", `${base.name}, seed ${base.seed}, ${base.epochs} epochs each:`, line(header), ...rows.map(line)].join("\n"),
     );

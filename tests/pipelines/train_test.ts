@@ -3,7 +3,7 @@ import { Effect } from "effect";
 import { configJson, decodeConfig, type TrainConfig } from "../../src/config.ts";
 import { Gpu } from "../../src/gpu/gpu.ts";
 import { readSafetensors, type SafeTensor } from "../../src/io/safetensors.ts";
-import { ConfigMismatch, train, type TrainOptions } from "../../pipelines/pcl.ts";
+import { ConfigMismatch, evaluateUntrained, train, type TrainOptions } from "../../pipelines/pcl.ts";
 import { CheckpointError, listManifests } from "../../src/stages/checkpoint.ts";
 import { main } from "../../src/cli/main.ts";
 import { effectTest } from "../helpers.ts";
@@ -175,7 +175,7 @@ effectTest(
 );
 
 effectTest(
-  "cli: compare trains PCL and the InfoNCE-only baseline with one seed and prints both rows",
+  "cli: compare trains PCL and the InfoNCE-only baseline with one seed and prints both rows and the untrained encoder's",
   Effect.gen(function* () {
     const dir = yield* Effect.promise(() => Deno.makeTempDir({ prefix: "pcl-compare-" }));
     const config = `${dir}/tiny.yaml`;
@@ -195,6 +195,20 @@ effectTest(
     assert.match(table, /run\s+kNN k=20\s+kNN k=200\s+linear\s+AMI\s+NMI\s+train time/);
     assert.match(table, /PCL \(mask on\)\s+\d+\.\d%\s+\d+\.\d%\s+\d+\.\d%\s+0\.\d{3}\s+0\.\d{3}\s+\d+ s/);
     assert.match(table, /InfoNCE only\s+\d+\.\d%/);
+    // The random row is the evaluation of the encoder both runs started from (the config's seed).
+    const untrained = (yield* evaluateUntrained(yield* decodeConfig({ ...tinyConfig, evaluation })).pipe(
+      Effect.provide(Gpu.layer),
+    ))!;
+    const pct = (v: number) => `${(100 * v).toFixed(1)}%`;
+    const random = table.split("\n").find((l) => l.startsWith("random encoder (untrained)"))?.split(/\s{2,}/);
+    assert.deepEqual(random?.slice(1), [
+      pct(untrained.knn["k20"]!),
+      pct(untrained.knn["k200"]!),
+      pct(untrained.linear),
+      untrained.clustering.ami.toFixed(3),
+      untrained.clustering.nmi.toFixed(3),
+      "-",
+    ]);
     const baseline = (yield* Effect.promise(() => Deno.readTextFile(`${dir}/cmp/1/metrics.jsonl`))).trim().split("\n");
     assert.deepEqual(baseline.map((l) => JSON.parse(l).protoNce.length), [0, 0]);
   }),
