@@ -15,6 +15,12 @@ export const ModelConfig = Schema.Struct({
   head: Schema.Literals(["linear", "mlp"]).pipe(def("mlp")),
   hidden: PosInt.pipe(def(128)),
   dim: PosInt.pipe(def(64)),
+  /**
+   * How the backbone's convolutions start: `kaiming-normal-fan-out` (torchvision's ResNet init, the default) or
+   * `uniform-fan-in` (`nn.Conv2d`'s own). With BN after each convolution the smaller `uniform-fan-in` weights train
+   * faster; measured on mnist-reference in the README.
+   */
+  convInit: Schema.Literals(["kaiming-normal-fan-out", "uniform-fan-in"]).pipe(def("kaiming-normal-fan-out")),
 });
 
 export const OptimizerConfig = Schema.Struct({

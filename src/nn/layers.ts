@@ -23,21 +23,33 @@ const requireRank = (kernel: string, shape: readonly number[], rank: number) => 
   if (shape.length !== rank) throw shapeError(kernel, `expects a ${rank}-D input, got [${shape}]`);
 };
 
+/**
+ * How convolution weights start: `kaiming-normal-fan-out` is torchvision's ResNet init, N(0, 2 / (out·k²));
+ * `uniform-fan-in` is `nn.Conv2d`'s own (`kaiming_uniform_(a=√5)`), U(±1/√(in·k²)): smaller weights, and with BN
+ * after the convolution a larger effective learning rate.
+ */
+export type ConvInit = "kaiming-normal-fan-out" | "uniform-fan-in";
+
 export interface Conv2dOptions {
   readonly kernel: number;
   readonly stride?: number;
   readonly padding?: number;
   readonly bias?: boolean;
+  /** Default `kaiming-normal-fan-out`. */
+  readonly init?: ConvInit | undefined;
 }
 
-/** 2-D convolution, NCHW; weights `[out, in, k, k]` drawn as PyTorch's Kaiming normal (fan_out, ReLU gain). */
+/** 2-D convolution, NCHW; weights `[out, in, k, k]` drawn as `o.init` says; a bias as `nn.Conv2d`'s. */
 export const conv2dLayer = (p: ParamBuilder, inChannels: number, outChannels: number, o: Conv2dOptions): Module => {
   const { kernel: k, stride = 1, padding = 0 } = o;
-  const weight = p.param("weight", [outChannels, inChannels, k, k], {
-    kind: "normal",
-    std: Math.sqrt(2 / (outChannels * k * k)),
-  });
   const bound = 1 / Math.sqrt(inChannels * k * k);
+  const weight = p.param(
+    "weight",
+    [outChannels, inChannels, k, k],
+    o.init === "uniform-fan-in"
+      ? { kind: "uniform", bound }
+      : { kind: "normal", std: Math.sqrt(2 / (outChannels * k * k)) },
+  );
   const bias = o.bias ? p.param("bias", [outChannels], { kind: "uniform", bound }) : undefined;
   const conv = { stride, padding };
   const outputShape = (s: readonly number[]) => {

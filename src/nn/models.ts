@@ -3,22 +3,32 @@ import type { Tensor } from "../gpu/tensor.ts";
 import { add, relu as reluOp, reluBackward } from "../ops/elementwise.ts";
 import { copy } from "../ops/fill.ts";
 import { alloc, type Dispatch } from "../gpu/kernel.ts";
-import { batchNorm, conv2dLayer, globalAvgPoolLayer, l2Normalize, linear, maxPool, relu, shapeOf } from "./layers.ts";
+import {
+  batchNorm,
+  conv2dLayer,
+  type ConvInit,
+  globalAvgPoolLayer,
+  l2Normalize,
+  linear,
+  maxPool,
+  relu,
+  shapeOf,
+} from "./layers.ts";
 import { type BindOptions, type Module, sequential } from "./module.ts";
 import { ParamBuilder, type ParamStore } from "./params.ts";
 
-const convBnRelu = (p: ParamBuilder, i: number, inC: number, outC: number, stride: number) => [
-  conv2dLayer(p.scope(`conv${i}`), inC, outC, { kernel: 3, stride, padding: 1 }),
+const convBnRelu = (p: ParamBuilder, i: number, inC: number, outC: number, stride: number, init?: ConvInit) => [
+  conv2dLayer(p.scope(`conv${i}`), inC, outC, { kernel: 3, stride, padding: 1, init }),
   batchNorm(p.scope(`bn${i}`), outC),
   relu,
 ];
 
 /** The small encoder for 28x28 grey images: three conv3x3 + BN + ReLU (32, 64 s2, 128 s2), global average pool. */
-export const convnet = (p: ParamBuilder, inChannels = 1) => ({
+export const convnet = (p: ParamBuilder, inChannels = 1, init?: ConvInit) => ({
   backbone: sequential(
-    ...convBnRelu(p, 1, inChannels, 32, 1),
-    ...convBnRelu(p, 2, 32, 64, 2),
-    ...convBnRelu(p, 3, 64, 128, 2),
+    ...convBnRelu(p, 1, inChannels, 32, 1, init),
+    ...convBnRelu(p, 2, 32, 64, 2, init),
+    ...convBnRelu(p, 3, 64, 128, 2, init),
     globalAvgPoolLayer,
   ),
   features: 128,
@@ -46,18 +56,18 @@ export const residual = (body: Module, shortcut: Module | undefined): Module => 
 });
 
 /** torchvision's BasicBlock, with its parameter names (conv1, bn1, conv2, bn2, downsample.0, downsample.1). */
-const basicBlock = (p: ParamBuilder, inC: number, outC: number, stride: number): Module =>
+const basicBlock = (p: ParamBuilder, inC: number, outC: number, stride: number, init?: ConvInit): Module =>
   residual(
     sequential(
-      conv2dLayer(p.scope("conv1"), inC, outC, { kernel: 3, stride, padding: 1 }),
+      conv2dLayer(p.scope("conv1"), inC, outC, { kernel: 3, stride, padding: 1, init }),
       batchNorm(p.scope("bn1"), outC),
       relu,
-      conv2dLayer(p.scope("conv2"), outC, outC, { kernel: 3, stride: 1, padding: 1 }),
+      conv2dLayer(p.scope("conv2"), outC, outC, { kernel: 3, stride: 1, padding: 1, init }),
       batchNorm(p.scope("bn2"), outC),
     ),
     stride !== 1 || inC !== outC
       ? sequential(
-        conv2dLayer(p.scope("downsample.0"), inC, outC, { kernel: 1, stride }),
+        conv2dLayer(p.scope("downsample.0"), inC, outC, { kernel: 1, stride, init }),
         batchNorm(p.scope("downsample.1"), outC),
       )
       : undefined,
@@ -67,17 +77,17 @@ const basicBlock = (p: ParamBuilder, inC: number, outC: number, stride: number):
  * ResNet-18 with torchvision's names. The CIFAR stem is a 3x3 conv without max pool (for 32x32 inputs); the
  * ImageNet stem a 7x7 stride-2 conv and a 3x3 stride-2 max pool.
  */
-export const resnet18 = (p: ParamBuilder, stem: "cifar" | "imagenet", inChannels = 3) => {
+export const resnet18 = (p: ParamBuilder, stem: "cifar" | "imagenet", inChannels = 3, init?: ConvInit) => {
   const stemLayers = stem === "cifar"
-    ? [conv2dLayer(p.scope("conv1"), inChannels, 64, { kernel: 3, stride: 1, padding: 1 })]
-    : [conv2dLayer(p.scope("conv1"), inChannels, 64, { kernel: 7, stride: 2, padding: 3 })];
+    ? [conv2dLayer(p.scope("conv1"), inChannels, 64, { kernel: 3, stride: 1, padding: 1, init })]
+    : [conv2dLayer(p.scope("conv1"), inChannels, 64, { kernel: 7, stride: 2, padding: 3, init })];
   const bn1 = batchNorm(p.scope("bn1"), 64); // declared here: parameter order is torchvision's
   const blocks: Module[] = [];
   let channels = 64;
   [64, 128, 256, 512].forEach((width, i) => {
     const layer = p.scope(`layer${i + 1}`);
-    blocks.push(basicBlock(layer.scope(0), channels, width, i === 0 ? 1 : 2));
-    blocks.push(basicBlock(layer.scope(1), width, width, 1));
+    blocks.push(basicBlock(layer.scope(0), channels, width, i === 0 ? 1 : 2, init));
+    blocks.push(basicBlock(layer.scope(1), width, width, 1, init));
     channels = width;
   });
   return {
@@ -102,6 +112,8 @@ export interface EncoderSpec {
   readonly head: "linear" | "mlp";
   readonly hidden?: number;
   readonly dim: number;
+  /** How the backbone's convolutions start (default `kaiming-normal-fan-out`, torchvision's). */
+  readonly convInit?: ConvInit | undefined;
 }
 
 /** A backbone, a projection head and the output normalisation, with all their parameters in one store. */
@@ -118,8 +130,8 @@ export const encoder = (spec: EncoderSpec, seed: number) =>
   Effect.gen(function* () {
     const p = ParamBuilder.create();
     const { backbone, features } = spec.arch === "convnet"
-      ? convnet(p, spec.inChannels)
-      : resnet18(p, spec.arch === "resnet18-cifar" ? "cifar" : "imagenet", spec.inChannels);
+      ? convnet(p, spec.inChannels, spec.convInit)
+      : resnet18(p, spec.arch === "resnet18-cifar" ? "cifar" : "imagenet", spec.inChannels, spec.convInit);
     const head = spec.head === "linear" ? linear(p.scope("fc"), features, spec.dim) : sequential(
       linear(p.scope("fc.0"), features, spec.hidden ?? features),
       relu,

@@ -193,5 +193,11 @@ gpuTest(
     assert.ok(fc.every((v) => Math.abs(v) <= bound) && Math.max(...fc) > 0.95 * bound);
     assert.ok(sa.get("bn1.weight")!.every((v) => v === 1) && sa.get("bn1.running_var")!.every((v) => v === 1));
     assert.ok(sa.get("bn1.bias")!.every((v) => v === 0) && sa.get("bn1.running_mean")!.every((v) => v === 0));
+    // convInit uniform-fan-in (nn.Conv2d's own): U(±1/sqrt(32 * 9)), whose std is bound/sqrt(3).
+    const uniform = yield* encoder({ ...spec, convInit: "uniform-fan-in" }, 1);
+    const u = yield* Effect.promise(() => uniform.params.stateDict(gpu));
+    const uw = u.get("conv2.weight")!, ub = 1 / Math.sqrt(32 * 9);
+    const ustd = Math.sqrt(uw.reduce((s, v) => s + v * v, 0) / uw.length);
+    assert.ok(uw.every((v) => Math.abs(v) <= ub) && Math.abs((ustd * Math.sqrt(3)) / ub - 1) < 0.03, `std ${ustd}`);
   }),
 );

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { Effect } from "effect";
-import { configJson, decodeConfig, type TrainConfig } from "../../src/config.ts";
+import { configJson, decodeConfig, loadConfig, type TrainConfig } from "../../src/config.ts";
 import { Gpu } from "../../src/gpu/gpu.ts";
 import { readSafetensors, type SafeTensor } from "../../src/io/safetensors.ts";
 import { ConfigMismatch, evaluateUntrained, train, type TrainOptions } from "../../pipelines/pcl.ts";
@@ -33,6 +33,16 @@ const sameTensors = (a: ReadonlyMap<string, SafeTensor>, b: ReadonlyMap<string, 
     if (i >= 0 || x.length !== y.length) assert.fail(`${what}: ${name} differs from the uninterrupted run (byte ${i})`);
   }
 };
+
+Deno.test("config: every shipped pipelines/*.yaml decodes", async () => {
+  const dir = new URL("../../pipelines/", import.meta.url);
+  const files = [...Deno.readDirSync(dir)].map((e) => e.name).filter((n) => n.endsWith(".yaml")).sort();
+  assert.ok(files.includes("mnist.yaml") && files.includes("mnist-reference.yaml"), `${files}`);
+  for (const f of files) {
+    const config = await Effect.runPromise(loadConfig(new URL(f, dir).pathname));
+    assert.ok(config.epochs > 0, f);
+  }
+});
 
 effectTest(
   "train: resuming after a crash at any stage boundary gives bit-identical weights",
