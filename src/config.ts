@@ -17,8 +17,8 @@ export const ModelConfig = Schema.Struct({
   dim: PosInt.pipe(def(64)),
   /**
    * How the backbone's convolutions start: `kaiming-normal-fan-out` (torchvision's ResNet init, the default) or
-   * `uniform-fan-in` (`nn.Conv2d`'s own). With BN after each convolution the smaller `uniform-fan-in` weights train
-   * faster; measured on mnist-reference in the README.
+   * `uniform-fan-in` (`nn.Conv2d`'s own: smaller weights, so with BN after each convolution a larger effective
+   * learning rate). Measured on mnist-reference in the README ("Quality").
    */
   convInit: Schema.Literals(["kaiming-normal-fan-out", "uniform-fan-in"]).pipe(def("kaiming-normal-fan-out")),
 });
