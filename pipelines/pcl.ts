@@ -122,6 +122,20 @@ const viewOf = (c: TrainConfig) => {
   return { side: p.side, mean: p.mean, std: p.std };
 };
 
+/** The evaluation's kNN bank (the training set unless the config names one) and test set; none without a test set. */
+const evaluationSets = (config: TrainConfig, train: Dataset) =>
+  Effect.gen(function* () {
+    if (config.evaluation.test === undefined) return undefined;
+    const bank = config.evaluation.bank === undefined ? train : yield* loadDataset(config.evaluation.bank);
+    return { bank, test: yield* loadDataset(config.evaluation.test) };
+  });
+
+/** What `evaluate` is told by the config: the evaluation view and the probe's training images. */
+const evaluateOptions = (config: TrainConfig) => ({
+  view: { ...viewOf(config), batch: config.batchSize },
+  probe: { trainImages: config.evaluation.probeImages },
+});
+
 export const presetOf = (c: TrainConfig) => {
   const o: PresetOptions = c.augment.side === undefined ? {} : { side: c.augment.side };
   return c.augment.preset === "mnist" ? mnist(o) : c.augment.preset === "v1" ? v1(o) : v2(o);
@@ -329,9 +343,8 @@ const stagesOf = (run: Run) => {
       if (run.evaluation === undefined || !due) return m;
       const started = performance.now();
       const e = yield* evaluate(run.mstep.query, { train: run.evaluation.bank, test: run.evaluation.test }, {
-        view: viewOf(config),
+        ...evaluateOptions(config),
         extractor: run.evaluation.extractor,
-        probe: { trainImages: config.evaluation.probeImages },
       });
       const evaluation = {
         knn: e.knn,
@@ -464,11 +477,8 @@ export const train = (config: TrainConfig, opts: TrainOptions) =>
       seed: config.seed,
     });
     const keyFeatures = yield* prepareExtractor(key, { ...viewOf(config), batch: config.batchSize });
-    const evaluation = config.evaluation.test === undefined ? undefined : {
-      extractor: yield* prepareExtractor(query, { ...viewOf(config), batch: config.batchSize }),
-      bank: config.evaluation.bank === undefined ? dataset : yield* loadDataset(config.evaluation.bank),
-      test: yield* loadDataset(config.evaluation.test),
-    };
+    const sets = yield* evaluationSets(config, dataset);
+    const evaluation = sets && { ...sets, extractor: yield* prepareExtractor(query, evaluateOptions(config).view) };
     const sampler = new Sampler(dataset.info.n, config.batchSize, config.seed);
     const run: Run = {
       config,
@@ -547,10 +557,6 @@ export const evaluateUntrained = (config: TrainConfig) =>
     if (config.evaluation.test === undefined) return undefined;
     const dataset = yield* loadDataset(config.train);
     const query = yield* encoder({ ...config.model, inChannels: dataset.info.channels }, config.seed);
-    const bank = config.evaluation.bank === undefined ? dataset : yield* loadDataset(config.evaluation.bank);
-    const test = yield* loadDataset(config.evaluation.test);
-    return yield* evaluate(query, { train: bank, test }, {
-      view: { ...viewOf(config), batch: config.batchSize },
-      probe: { trainImages: config.evaluation.probeImages },
-    });
+    const { bank, test } = (yield* evaluationSets(config, dataset))!;
+    return yield* evaluate(query, { train: bank, test }, evaluateOptions(config));
   });

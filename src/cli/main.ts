@@ -14,6 +14,7 @@ import { evaluateUntrained, presetOf, train, type TrainResult } from "../../pipe
 import { loadDataset } from "../data/source.ts";
 import { loadCheckpoint } from "../stages/checkpoint.ts";
 import { prepareExtractor } from "../eval/features.ts";
+import type { EvaluationReport } from "../eval/mod.ts";
 import { DenoCliEnv } from "./env.ts";
 import { renderPreview } from "./stage_augment.ts";
 import { stageCluster } from "./stage_cluster.ts";
@@ -119,14 +120,13 @@ const configWithEpochs = (o: { readonly config: string; readonly epochs: Option.
     (loaded) => Option.isSome(o.epochs) ? new TrainConfig({ ...loaded, epochs: o.epochs.value }) : loaded,
   );
 
+const outFlag = (description: string) =>
+  Flag.String("out").pipe(Flag.withAlias("o"), Flag.withDescription(description), Flag.optional);
+
 const trainCommand = Command.make("train", {
   config: configFlag,
   epochs: epochsFlag,
-  out: Flag.String("out").pipe(
-    Flag.withAlias("o"),
-    Flag.withDescription("run directory (default: runs/<config name>); an existing run there is resumed"),
-    Flag.optional,
-  ),
+  out: outFlag("run directory (default: runs/<config name>); an existing run there is resumed"),
   fresh: Flag.Boolean("fresh").pipe(
     Flag.withDescription("start over even if the run directory holds a run (it is archived, not deleted)"),
     Flag.withDefault(false),
@@ -170,11 +170,7 @@ const trainCommand = Command.make("train", {
 const compareCommand = Command.make("compare", {
   config: configFlag,
   epochs: epochsFlag,
-  out: Flag.String("out").pipe(
-    Flag.withAlias("o"),
-    Flag.withDescription("directory for both runs (default: runs/compare-<config name>); existing runs are resumed"),
-    Flag.optional,
-  ),
+  out: outFlag("directory for the runs (default: runs/compare-<config name>); existing runs are resumed"),
   maskBoth: Flag.Boolean("mask-both").pipe(
     Flag.withDescription("also train PCL with duplicate-positive masking switched the other way"),
     Flag.withDefault(false),
@@ -195,12 +191,11 @@ const compareCommand = Command.make("compare", {
       ]);
     }
     const pct = (v: number | undefined) => (v === undefined ? "-" : `${(100 * v).toFixed(1)}%`);
-    type Scores = {
-      readonly knn: Readonly<Record<string, number>>;
-      readonly linear: number;
-      readonly clustering: { readonly ami: number; readonly nmi: number };
-    };
-    const row = (label: string, e: Scores | undefined, time: string) => [
+    const row = (
+      label: string,
+      e: Pick<EvaluationReport, "knn" | "linear" | "clustering"> | undefined,
+      time: string,
+    ) => [
       label,
       pct(e?.knn["k20"]),
       pct(e?.knn["k200"]),

@@ -44,6 +44,9 @@ const lossRef = (
   return { mean: total / n, perRow };
 };
 
+/** Unscaled, unweighted, nothing masked, overwriting dq. */
+const PLAIN = { scale: 1, weight: 1, mode: "none", accumulate: false } as const;
+
 const setup = (
   gpu: GpuContext,
   q: Float32Array<ArrayBuffer>,
@@ -69,12 +72,7 @@ gpuTest(
     const sel = Uint32Array.from([0, 1, 3, 2]); // positives [0, 1], then the negatives [3, 2]
     const table = f32([...sel].map((c) => protos[c].map((v) => v / phi[c])));
     const p = setup(gpu, q, table, sel, 2, 2);
-    const proto = yield* contrastiveLoss(p.q, p.table, p.sel, p.metrics, p.dq, {
-      scale: 1,
-      weight: 1,
-      mode: "none",
-      accumulate: false,
-    });
+    const proto = yield* contrastiveLoss(p.q, p.table, p.sel, p.metrics, p.dq, PLAIN);
     yield* run(proto.forward);
     // The document's values are given to 6 decimals.
     assertClose(yield* read(proto.logits), [
@@ -176,12 +174,7 @@ gpuTest(
     const t = f32([[1, 0], [1, 0], [0, 1], [0, 1], [-1, 0]]);
     for (const [ids, expected] of [[[0, 1, 2, 3, 4], 2 / 3], [[7, 7, 2, 3, 4], 1]] as const) {
       const p = setup(gpu, q, t, Uint32Array.from(ids), 3, 2);
-      const loss = yield* contrastiveLoss(p.q, p.table, p.sel, p.metrics, p.dq, {
-        scale: 1,
-        weight: 1,
-        mode: "none",
-        accumulate: false,
-      });
+      const loss = yield* contrastiveLoss(p.q, p.table, p.sel, p.metrics, p.dq, PLAIN);
       yield* run(loss.forward);
       assertClose(yield* read(p.metrics.accuracy), [expected], { atol: 1e-7, rtol: 0, what: `accuracy, ids ${ids}` });
     }
