@@ -20,7 +20,7 @@ import {
   UnknownStage,
   writeArtifact,
 } from "../src/graph/mod.ts";
-import { effectTest } from "./helpers.ts";
+import { effectTest, tempDir } from "./helpers.ts";
 
 // ---------------------------------------------------------------------------------------------------------------
 // Fixtures: stages that count their attempts and can be told to fail once.
@@ -291,11 +291,6 @@ effectTest(
 // ---------------------------------------------------------------------------------------------------------------
 // Directory store and codecs
 
-const tempDir = Effect.acquireRelease(
-  Effect.promise(() => Deno.makeTempDir({ prefix: "graph_test_" })),
-  (dir) => Effect.promise(() => Deno.remove(dir, { recursive: true })),
-);
-
 const filesUnder = async (dir: string, base = ""): Promise<Array<string>> => {
   const out: Array<string> = [];
   for await (const e of Deno.readDir(`${dir}/${base}`)) {
@@ -308,7 +303,7 @@ const filesUnder = async (dir: string, base = ""): Promise<Array<string>> => {
 effectTest(
   "graph: directory store writes atomically, tensors as .bin, and resumes from them",
   Effect.gen(function* () {
-    const dir = yield* tempDir;
+    const dir = yield* tempDir("graph_test_");
     const { runs, dag } = fanIn();
     const env = testEnv(ArtifactStore.directory(dir));
     yield* Effect.gen(function* () {
@@ -353,7 +348,7 @@ effectTest(
 effectTest(
   "graph: a corrupt artifact is a typed error naming it, never a silent re-run",
   Effect.gen(function* () {
-    const dir = yield* tempDir;
+    const dir = yield* tempDir("graph_test_");
     const { runs, pipeline } = chain();
     yield* Effect.gen(function* () {
       assert.equal(yield* runPipeline(pipeline, 4, opts), EXPECTED);
@@ -403,7 +398,7 @@ effectTest(
     assert.deepEqual(header.labels, { dtype: "U8", shape: [3], data_offsets: [36, 39] });
     assert.equal(bytes.byteLength, 8 + headerLength + 39);
 
-    const dir = yield* tempDir;
+    const dir = yield* tempDir("graph_test_");
     yield* Effect.gen(function* () {
       yield* writeArtifact("b/bundle", Codec, value);
       assert.deepEqual(Option.getOrThrow(yield* readArtifact("b/bundle", Codec)), value);

@@ -16,6 +16,23 @@ export const effectTest = <E>(
     },
   });
 
+/** A fresh directory under the system temp dir, removed with everything in it when the scope closes. */
+export const tempDir = (prefix: string) =>
+  Effect.acquireRelease(
+    Effect.promise(() => Deno.makeTempDir({ prefix })),
+    (dir) => Effect.promise(() => Deno.remove(dir, { recursive: true })),
+  );
+
+/** `tempDir` for a plain async test body. */
+export const withTempDir = async <A>(prefix: string, body: (dir: string) => Promise<A>): Promise<A> => {
+  const dir = await Deno.makeTempDir({ prefix });
+  try {
+    return await body(dir);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+};
+
 /** A GPU test gets a device of its own, so failures stay independent; the adapter line is not logged. */
 export const gpuTest = <E>(
   name: string,

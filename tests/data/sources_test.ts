@@ -6,16 +6,10 @@ import { classCounts, type HostDataset } from "../../src/data/dataset.ts";
 import { DataError } from "../../src/data/errors.ts";
 import { readSource, type Source } from "../../src/data/source.ts";
 import { FASHION_MNIST_DIR } from "../../src/data/mnist.ts";
-import { effectTest } from "../helpers.ts";
+import { effectTest, tempDir } from "../helpers.ts";
 
 // ---------------------------------------------------------------------------------------------------------------
 // Writing small files of each format
-
-/** A temporary directory removed when the test's scope closes. */
-const tempDir = Effect.acquireRelease(
-  Effect.promise(() => Deno.makeTempDir({ prefix: "pcl-data-" })),
-  (dir) => Effect.promise(() => Deno.remove(dir, { recursive: true })),
-);
 
 const idxBytes = (dims: number[], data: Uint8Array): Uint8Array<ArrayBuffer> => {
   const out = new Uint8Array(4 + 4 * dims.length + data.length);
@@ -58,7 +52,7 @@ const read = (s: Source) => readSource(s);
 effectTest(
   "idx: plain and gzip files decode to the same images and labels",
   Effect.gen(function* () {
-    const dir = yield* tempDir;
+    const dir = yield* tempDir("pcl-data-");
     const { images, labels } = pattern(7, 5, 3);
     const img = idxBytes([7, 5, 3], images), lab = idxBytes([7], labels);
     yield* Effect.promise(async () => {
@@ -94,7 +88,7 @@ effectTest(
 effectTest(
   "idx: every kind of bad input is a DataError naming the file",
   Effect.gen(function* () {
-    const dir = yield* tempDir;
+    const dir = yield* tempDir("pcl-data-");
     const { images, labels } = pattern(4, 2, 2);
     const good = idxBytes([4, 2, 2], images), lab = idxBytes([4], labels);
     const files: Record<string, Uint8Array<ArrayBuffer>> = {
@@ -202,7 +196,7 @@ const cifarRecords = (n: number, seed: number) => {
 effectTest(
   "cifar10: batches concatenate in order, records copied as CHW, labels kept",
   Effect.gen(function* () {
-    const dir = yield* tempDir;
+    const dir = yield* tempDir("pcl-data-");
     const sizes = [3, 1, 2, 2, 1];
     yield* Effect.promise(async () => {
       for (const [i, n] of sizes.entries()) await Deno.writeFile(`${dir}/data_batch_${i + 1}.bin`, cifarRecords(n, i));
@@ -230,7 +224,7 @@ effectTest(
 effectTest(
   "cifar10: a missing batch, a cut file and a label over 9 are DataErrors naming the file",
   Effect.gen(function* () {
-    const dir = yield* tempDir;
+    const dir = yield* tempDir("pcl-data-");
     yield* Effect.promise(async () => {
       await Deno.writeFile(`${dir}/test_batch.bin`, cifarRecords(2, 0).subarray(0, 5000));
       for (let i = 1; i <= 4; i++) await Deno.writeFile(`${dir}/data_batch_${i}.bin`, cifarRecords(1, 0));
@@ -272,7 +266,7 @@ const png = (width: number, height: number, channels: number, data: ArrayLike<nu
 effectTest(
   "imagefolder: classes sorted, PNG (grey, RGB, RGBA, 16-bit) and JPEG decoded, shorter side + centre crop",
   Effect.gen(function* () {
-    const dir = yield* tempDir;
+    const dir = yield* tempDir("pcl-data-");
     // 6 wide x 4 high grey ramp: the centre 4 x 4 square is columns 1..4, taken as is at side 4 (scale 1)
     const ramp = Array.from({ length: 24 }, (_, k) => (k % 6) * 40 + Math.floor(k / 6));
     // 4 x 4 RGB: each channel constant
@@ -317,7 +311,7 @@ effectTest(
 effectTest(
   "imagefolder: shrinking averages with a widened triangle filter (Pillow's bilinear)",
   Effect.gen(function* () {
-    const dir = yield* tempDir;
+    const dir = yield* tempDir("pcl-data-");
     const row = [0, 40, 80, 120];
     yield* Effect.promise(async () => {
       await Deno.mkdir(`${dir}/only`);
@@ -333,7 +327,7 @@ effectTest(
 effectTest(
   "imagefolder: no classes, an empty class and an undecodable file are DataErrors; skipping is counted and logged",
   Effect.gen(function* () {
-    const dir = yield* tempDir;
+    const dir = yield* tempDir("pcl-data-");
     yield* failsWith(read({ kind: "imagefolder", dir, side: 4 }), dir, /no class sub-folders/);
     yield* failsWith(
       read({ kind: "imagefolder", dir: `${dir}/absent`, side: 4 }),

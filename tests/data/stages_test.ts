@@ -8,7 +8,7 @@ import { renderPreview, stageAugment, UsageError } from "../../src/cli/stage_aug
 import { BundleFromBytes } from "../../src/graph/codecs.ts";
 import { Sampler } from "../../src/data/dataset.ts";
 import { v2 } from "../../src/data/augmentations.ts";
-import { gpuTest } from "../helpers.ts";
+import { gpuTest, tempDir } from "../helpers.ts";
 
 const source = { kind: "synthetic", n: 40, side: 12, channels: 3, seed: 5 } as const;
 
@@ -43,10 +43,7 @@ gpuTest(
 gpuTest(
   "preview: a valid PNG of (1 + views) x n tiles, originals then views; bad arguments are usage errors",
   Effect.gen(function* () {
-    const dir = yield* Effect.acquireRelease(
-      Effect.promise(() => Deno.makeTempDir({ prefix: "pcl-preview-" })),
-      (d) => Effect.promise(() => Deno.remove(d, { recursive: true })),
-    );
+    const dir = yield* tempDir("pcl-preview-");
     const file = `${dir}/grid.png`;
     const out = yield* stageAugment([
       "--preview",

@@ -9,7 +9,7 @@ import {
   SafetensorsError,
   writeSafetensors,
 } from "../../src/io/safetensors.ts";
-import { effectTest, randoms } from "../helpers.ts";
+import { effectTest, randoms, tempDir } from "../helpers.ts";
 
 const ascii = (s: string) => new TextEncoder().encode(s);
 
@@ -92,7 +92,7 @@ Deno.test("npy: truncated, wrong magic, wrong dtype, Fortran order and trailing 
 effectTest(
   "npy: files on disk; a missing file and a non-matrix are typed errors naming the file",
   Effect.gen(function* () {
-    const dir = yield* Effect.promise(() => Deno.makeTempDir());
+    const dir = yield* tempDir("pcl-");
     const file = `${dir}/x.npy`;
     yield* writeNpy(file, { shape: [2, 2], data: Float32Array.of(1, 2, 3, 4) });
     const m = yield* readNpyMatrix(file);
@@ -104,7 +104,6 @@ effectTest(
     yield* writeNpy(`${dir}/v.npy`, { shape: [3], data: Float32Array.of(1, 2, 3) });
     const notMatrix = yield* Effect.flip(readNpyMatrix(`${dir}/v.npy`));
     assert.match(notMatrix.message, /v\.npy: expected a 2-D float32 array, found <f4 \(3\)/);
-    yield* Effect.promise(() => Deno.remove(dir, { recursive: true }));
   }),
 );
 
@@ -182,7 +181,7 @@ Deno.test("safetensors: truncated files, bad headers, bad offsets and dtypes are
 effectTest(
   "safetensors: files on disk, written atomically; a missing file is a typed error",
   Effect.gen(function* () {
-    const dir = yield* Effect.promise(() => Deno.makeTempDir());
+    const dir = yield* tempDir("pcl-");
     const file = `${dir}/p.safetensors`;
     yield* writeSafetensors(file, sample(), { a: "b" });
     const back = yield* readSafetensors(file);
@@ -194,6 +193,5 @@ effectTest(
     const missing = yield* Effect.flip(readSafetensors(`${dir}/nope.safetensors`));
     assert.ok(missing instanceof SafetensorsError);
     assert.match(missing.message, /nope\.safetensors: cannot read/);
-    yield* Effect.promise(() => Deno.remove(dir, { recursive: true }));
   }),
 );

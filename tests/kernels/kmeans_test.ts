@@ -11,7 +11,7 @@ import { readSafetensors } from "../../src/io/safetensors.ts";
 import { ArtifactStore, Pipeline, runPipeline } from "../../src/graph/mod.ts";
 import { clusterStage } from "../../src/stages/cluster.ts";
 import { concentrationStage } from "../../src/stages/concentration.ts";
-import { assertClose, effectTest, gpuTest, randoms } from "../helpers.ts";
+import { assertClose, effectTest, gpuTest, randoms, tempDir } from "../helpers.ts";
 
 // ---------------------------------------------------------------------------------------------------------------
 // The CPU reference: faiss's k-means (pcl-algorithm.md §3) in float64, written from the description rather than from
@@ -531,7 +531,7 @@ gpuTest(
 gpuTest(
   "CLI: stage_cluster on a tiny .npy writes a safetensors file with the expected tensors and metadata",
   Effect.gen(function* () {
-    const dir = yield* Effect.promise(() => Deno.makeTempDir());
+    const dir = yield* tempDir("pcl-");
     const { features: f } = blobs(120, 4, 3, 0.1, 131);
     yield* writeNpy(`${dir}/feats.npy`, f);
     const out = `${dir}/protos.safetensors`;
@@ -565,6 +565,5 @@ gpuTest(
     assert.equal(JSON.parse(metadata.k5!).seed, 1);
     const direct = yield* kmeans(f, 3, { niter: 4, nredo: 2, seed: 0 });
     assert.deepEqual(tensors.get("k3.centroids")!.data, direct.centroids);
-    yield* Effect.promise(() => Deno.remove(dir, { recursive: true }));
   }),
 );

@@ -9,6 +9,7 @@ import { readSafetensors } from "../../src/io/safetensors.ts";
 import { train } from "../../pipelines/pcl.ts";
 import { listManifests } from "../../src/stages/checkpoint.ts";
 import { tinyConfig } from "./tiny.ts";
+import { withTempDir } from "../helpers.ts";
 
 const config = { ...tinyConfig, epochs: 2, checkpoint: { everySteps: 2, keep: 50 } };
 const main = new URL("../../src/cli/main.ts", import.meta.url).pathname;
@@ -44,37 +45,37 @@ const sameBits = (a: Awaited<ReturnType<typeof finalBytes>>, b: typeof a, what: 
   }
 };
 
-Deno.test("process: SIGINT and kill -9 mid-epoch, then resume: bit-identical to an uninterrupted run", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "pcl-process-" });
-  const yaml = `${dir}/tiny.yaml`;
-  await Deno.writeTextFile(yaml, YAML.stringify(config));
-  const decoded = await Effect.runPromise(decodeConfig(config));
-  const resume = (out: string) =>
-    Effect.runPromise(
-      train(decoded, { out }).pipe(
-        Effect.provide(Gpu.layer),
-        Effect.provideService(References.MinimumLogLevel, "Warn"),
-      ),
-    );
-  await resume(`${dir}/straight`);
-  const reference = await finalBytes(`${dir}/straight`);
+Deno.test("process: SIGINT and kill -9 mid-epoch, then resume: bit-identical to an uninterrupted run", () =>
+  withTempDir("pcl-process-", async (dir) => {
+    const yaml = `${dir}/tiny.yaml`;
+    await Deno.writeTextFile(yaml, YAML.stringify(config));
+    const decoded = await Effect.runPromise(decodeConfig(config));
+    const resume = (out: string) =>
+      Effect.runPromise(
+        train(decoded, { out }).pipe(
+          Effect.provide(Gpu.layer),
+          Effect.provideService(References.MinimumLogLevel, "Warn"),
+        ),
+      );
+    await resume(`${dir}/straight`);
+    const reference = await finalBytes(`${dir}/straight`);
 
-  const interrupted = spawn(yaml, `${dir}/sigint`);
-  await checkpoints(`${dir}/sigint`, 1);
-  interrupted.kill("SIGINT");
-  const { code, stderr } = await interrupted.output();
-  const err = new TextDecoder().decode(stderr);
-  assert.equal(code, 130, err);
-  assert.match(err, /stopped by SIGINT at epoch \d, step \d+\/8; checkpoint .*ckpt-/);
-  await resume(`${dir}/sigint`);
-  sameBits(reference, await finalBytes(`${dir}/sigint`), "after SIGINT");
+    const interrupted = spawn(yaml, `${dir}/sigint`);
+    await checkpoints(`${dir}/sigint`, 1);
+    interrupted.kill("SIGINT");
+    const { code, stderr } = await interrupted.output();
+    const err = new TextDecoder().decode(stderr);
+    assert.equal(code, 130, err);
+    assert.match(err, /stopped by SIGINT at epoch \d, step \d+\/8; checkpoint .*ckpt-/);
+    await resume(`${dir}/sigint`);
+    sameBits(reference, await finalBytes(`${dir}/sigint`), "after SIGINT");
 
-  const killed = spawn(yaml, `${dir}/killed`);
-  await checkpoints(`${dir}/killed`, 2);
-  killed.kill("SIGKILL");
-  await killed.output();
-  const left = await listManifests(`${dir}/killed/checkpoints`);
-  assert.ok(left.length >= 2 && !left[0].endsWith("ckpt-0001-000008.json"), `killed mid-run: ${left[0]}`);
-  await resume(`${dir}/killed`);
-  sameBits(reference, await finalBytes(`${dir}/killed`), "after kill -9");
-});
+    const killed = spawn(yaml, `${dir}/killed`);
+    await checkpoints(`${dir}/killed`, 2);
+    killed.kill("SIGKILL");
+    await killed.output();
+    const left = await listManifests(`${dir}/killed/checkpoints`);
+    assert.ok(left.length >= 2 && !left[0].endsWith("ckpt-0001-000008.json"), `killed mid-run: ${left[0]}`);
+    await resume(`${dir}/killed`);
+    sameBits(reference, await finalBytes(`${dir}/killed`), "after kill -9");
+  }));

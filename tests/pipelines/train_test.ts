@@ -6,7 +6,7 @@ import { readSafetensors, type SafeTensor } from "../../src/io/safetensors.ts";
 import { ConfigMismatch, evaluateUntrained, train, type TrainOptions } from "../../pipelines/pcl.ts";
 import { CheckpointError, listManifests } from "../../src/stages/checkpoint.ts";
 import { main } from "../../src/cli/main.ts";
-import { effectTest } from "../helpers.ts";
+import { effectTest, tempDir } from "../helpers.ts";
 import { tinyConfig } from "./tiny.ts";
 import YAML from "yaml";
 import { References } from "effect";
@@ -48,7 +48,7 @@ effectTest(
   "train: resuming after a crash at any stage boundary gives bit-identical weights",
   Effect.gen(function* () {
     const config = yield* Effect.promise(() => decode(tinyConfig));
-    const straight = yield* Effect.promise(() => Deno.makeTempDir({ prefix: "pcl-straight-" }));
+    const straight = yield* tempDir("pcl-straight-");
     const result = yield* run(config, { out: straight });
     assert.equal(result.metrics.length, 2);
     const reference = yield* finalTensors(straight);
@@ -64,7 +64,7 @@ effectTest(
         "epoch-1/checkpoint",
       ]
     ) {
-      const out = yield* Effect.promise(() => Deno.makeTempDir({ prefix: "pcl-crash-" }));
+      const out = yield* tempDir("pcl-crash-");
       const fault = (p: string) => {
         if (p === point) throw new Error(`injected crash at ${p}`);
       };
@@ -82,7 +82,7 @@ effectTest(
   "train: a corrupt newest checkpoint is an error naming it, and nothing on disk changes",
   Effect.gen(function* () {
     const config = yield* Effect.promise(() => decode({ ...tinyConfig, epochs: 1, warmupEpochs: 0 }));
-    const out = yield* Effect.promise(() => Deno.makeTempDir({ prefix: "pcl-corrupt-" }));
+    const out = yield* tempDir("pcl-corrupt-");
     yield* run(config, { out });
     const manifests = yield* Effect.promise(() => listManifests(`${out}/checkpoints`));
     const tensors = manifests[0].replace(/\.json$/, ".safetensors");
@@ -105,7 +105,7 @@ effectTest(
   "train: a config that differs from the checkpoint's is refused, listing the keys; --fresh archives the old run",
   Effect.gen(function* () {
     const config = yield* Effect.promise(() => decode({ ...tinyConfig, epochs: 1, warmupEpochs: 0 }));
-    const out = yield* Effect.promise(() => Deno.makeTempDir({ prefix: "pcl-mismatch-" }));
+    const out = yield* tempDir("pcl-mismatch-");
     yield* run(config, { out });
     const before = yield* Effect.promise(() => snapshot(out));
     const changed = yield* Effect.promise(() =>
@@ -143,7 +143,7 @@ const snapshot = async (dir: string) => {
 effectTest(
   "cli: train through the command line, then bad YAML, a bad config and a missing dataset fail with one line",
   Effect.gen(function* () {
-    const dir = yield* Effect.promise(() => Deno.makeTempDir({ prefix: "pcl-cli-" }));
+    const dir = yield* tempDir("pcl-cli-");
     const config = `${dir}/tiny.yaml`;
     yield* Effect.promise(() => Deno.writeTextFile(config, YAML.stringify({ ...tinyConfig, epochs: 2 })));
     const errors: string[] = [];
@@ -187,7 +187,7 @@ effectTest(
 effectTest(
   "cli: compare trains PCL and the InfoNCE-only baseline with one seed and prints both rows and the untrained encoder's",
   Effect.gen(function* () {
-    const dir = yield* Effect.promise(() => Deno.makeTempDir({ prefix: "pcl-compare-" }));
+    const dir = yield* tempDir("pcl-compare-");
     const config = `${dir}/tiny.yaml`;
     const evaluation = { test: { kind: "synthetic", n: 64, side: 12, seed: 9 }, probeImages: 128 };
     yield* Effect.promise(() => Deno.writeTextFile(config, YAML.stringify({ ...tinyConfig, evaluation })));

@@ -13,7 +13,7 @@ import { train } from "../../pipelines/pcl.ts";
 import { renderReport, ReportError } from "../../src/report/mod.ts";
 import { histogram } from "../../src/report/charts.ts";
 import { imagePng, largestClusters, nearestMembers } from "../../src/report/gallery.ts";
-import { effectTest } from "../helpers.ts";
+import { effectTest, tempDir } from "../helpers.ts";
 import { tinyConfig } from "../pipelines/tiny.ts";
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -292,10 +292,7 @@ effectTest(
 effectTest(
   "report: a directory without a run is a ReportError that names it",
   Effect.gen(function* () {
-    const dir = yield* Effect.acquireRelease(
-      Effect.promise(() => Deno.makeTempDir({ prefix: "pcl-report-empty-" })),
-      (dir) => Effect.promise(() => Deno.remove(dir, { recursive: true })),
-    );
+    const dir = yield* tempDir("pcl-report-empty-");
     const error = yield* Effect.flip(renderReport(dir));
     assert.ok(error instanceof ReportError);
     assert.match(error.message, /holds no training run/);
