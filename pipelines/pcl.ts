@@ -300,7 +300,6 @@ const stagesOf = (run: Run) => {
           nredo: config.pcl.kmeans.restarts,
           maxPointsPerCentroid: config.pcl.kmeans.maxPointsPerCentroid,
           spherical: config.pcl.kmeans.spherical,
-          seeding: config.pcl.kmeans.seeding,
           seed: 0,
         });
         for (const c of result.clusterings) {

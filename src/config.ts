@@ -46,8 +46,6 @@ export const KMeansConfig = Schema.Struct({
   restarts: PosInt.pipe(def(5)),
   maxPointsPerCentroid: PosInt.pipe(def(1000)),
   spherical: Schema.Boolean.pipe(def(false)),
-  /** Each restart's initial points: distinct random ones (faiss, the official code) or k-means++ seeding. */
-  seeding: Schema.Literals(["random", "k-means++"]).pipe(def("random")),
 });
 
 /** PCL's half: the clusterings of the E-step and ProtoNCE. `enabled: false` is the InfoNCE-only baseline. */

@@ -14,6 +14,8 @@ Not part of the test suite (it needs torch, numpy and scikit-learn):
     MASK=0 python3 bench/pytorch/mnist_reference.py          # the official code's ProtoNCE (no masking)
     KS= python3 bench/pytorch/mnist_reference.py             # InfoNCE only
     FULL=1 python3 bench/pytorch/mnist_reference.py          # ProtoNCE as a softmax over all K prototypes
+    KMPP=1 python3 bench/pytorch/mnist_reference.py          # the E-step's k-means seeded by k-means++ (scikit-learn)
+    KS=100,250,500 python3 bench/pytorch/mnist_reference.py  # other clusterings
     INIT=default BNGROUPS=1 QGROUPS=1 SEED=1 THREADS=1 ...   # nn.Conv2d's own init; plain BN (both encoders / the
                                                              # query only); another seed; torch threads
 

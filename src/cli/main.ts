@@ -295,10 +295,6 @@ const clusterCommand = Command.make("cluster", {
   seed: optionalInt("seed", "the K at position i uses seed + i (default 0)"),
   maxPoints: optionalInt("max-points-per-centroid", "subsample to K times this many points (default 1000)"),
   spherical: Flag.Boolean("spherical").pipe(Flag.withDescription("normalise centroids"), Flag.withDefault(false)),
-  seeding: Flag.String("seeding").pipe(
-    Flag.withDescription("initial points: random (faiss, the default) or k-means++"),
-    Flag.optional,
-  ),
   temperature: Flag.Finite("temperature").pipe(Flag.withDescription("also write φ, rescaled to mean τ"), Flag.optional),
   out: Flag.String("out").pipe(Flag.withDescription("the prototypes file (.safetensors)")),
 }, (o) => {
@@ -312,7 +308,6 @@ const clusterCommand = Command.make("cluster", {
   add("nredo", o.nredo);
   add("seed", o.seed);
   add("max-points-per-centroid", o.maxPoints);
-  add("seeding", o.seeding);
   add("temperature", o.temperature);
   if (o.spherical) args.push("--spherical");
   return stageCluster(args).pipe(Effect.provide(Gpu.layer));

@@ -3,8 +3,7 @@
  * safetensors file that PyTorch or NumPy can read.
  *
  *   deno run -A src/cli/stage_cluster.ts --features feats.npy --k 10,20,40 \
- *     [--iters 20 --nredo 5 --seed 0 --max-points-per-centroid 1000 --spherical --seeding k-means++] \
- *     [--temperature 0.2] \
+ *     [--iters 20 --nredo 5 --seed 0 --max-points-per-centroid 1000 --spherical --temperature 0.2] \
  *     --out protos.safetensors
  *
  * Input: a `.npy` N x d float32 array, or a `.safetensors` file (its tensor `--tensor NAME`, else its only tensor,
@@ -26,7 +25,7 @@ export class UsageError extends Schema.TaggedError<UsageError>()("UsageError", {
 export const USAGE = `usage: stage_cluster --features FILE.npy|FILE.safetensors [--tensor NAME] --k K1,K2,...
          [--iters ${PCL_KMEANS.niter}] [--nredo ${PCL_KMEANS.nredo}] [--seed ${PCL_KMEANS.seed}] ` +
   `[--max-points-per-centroid ${PCL_KMEANS.maxPointsPerCentroid}] [--spherical]
-         [--seeding random|k-means++] [--temperature TAU] --out FILE.safetensors`;
+         [--temperature TAU] --out FILE.safetensors`;
 
 const usage = (message: string) => new UsageError({ message: `${message}\n${USAGE}` });
 
@@ -89,7 +88,6 @@ export const parseStageClusterArgs = (args: ReadonlyArray<string>) =>
             seed: { type: "string" },
             "max-points-per-centroid": { type: "string" },
             spherical: { type: "boolean" },
-            seeding: { type: "string" },
             temperature: { type: "string" },
             out: { type: "string" },
           },
@@ -112,10 +110,6 @@ export const parseStageClusterArgs = (args: ReadonlyArray<string>) =>
         return yield* usage(`--temperature must be a positive number, not '${parsed.temperature}'`);
       }
     }
-    const seeding = parsed.seeding ?? PCL_KMEANS.seeding;
-    if (seeding !== "random" && seeding !== "k-means++") {
-      return yield* usage(`--seeding must be 'random' or 'k-means++', not '${seeding}'`);
-    }
     const options: ClusterOptions = {
       ks,
       niter: yield* integer("iters", parsed.iters, PCL_KMEANS.niter, 0),
@@ -128,7 +122,6 @@ export const parseStageClusterArgs = (args: ReadonlyArray<string>) =>
         1,
       ),
       spherical: parsed.spherical ?? false,
-      seeding,
     };
     return { features: parsed.features, tensor: parsed.tensor, out: parsed.out, temperature, options };
   });

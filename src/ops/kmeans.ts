@@ -318,65 +318,6 @@ export const initialRows = (nTrain: number, k: number, seed: number, redo: numbe
   permutationPrefix(nTrain, k, restartSeed(seed, redo));
 
 /**
- * k-means++ seeding, greedy as scikit-learn's `_kmeans_plusplus`: the first centre is a uniform row; each next one is
- * the best (lowest total squared distance to the nearest centre) of 2 + ⌊ln K⌋ candidates drawn with probability
- * proportional to their squared distance to the nearest centre so far. `x` holds the n training rows of width `dp`.
- * Returns the K chosen row indices (distinct unless rows repeat). Host code: K · (2 + ln K) passes over the rows.
- */
-export const plusPlusRows = (
-  x: Float32Array,
-  n: number,
-  dp: number,
-  k: number,
-  seed: number,
-): Uint32Array<ArrayBuffer> => {
-  const rng = new Rng(seed);
-  const trials = 2 + Math.floor(Math.log(k));
-  const rows = new Uint32Array(k);
-  const sqDist = (row: number, out: Float64Array, closest?: Float64Array) => {
-    let total = 0;
-    for (let i = 0; i < n; i++) {
-      let s = 0;
-      for (let j = 0; j < dp; j++) {
-        const t = x[i * dp + j]! - x[row * dp + j]!;
-        s += t * t;
-      }
-      out[i] = closest === undefined ? s : Math.min(s, closest[i]!);
-      total += out[i]!;
-    }
-    return total;
-  };
-  let closest = new Float64Array(n);
-  let candidate = new Float64Array(n), best = new Float64Array(n);
-  rows[0] = rng.int(n);
-  let potential = sqDist(rows[0], closest);
-  for (let c = 1; c < k; c++) {
-    let bestPotential = Infinity;
-    for (let t = 0; t < trials; t++) {
-      // The first row whose running sum of squared distances exceeds u · potential.
-      const u = rng.float() * potential;
-      let row = n - 1;
-      for (let i = 0, sum = 0; i < n; i++) {
-        sum += closest[i]!;
-        if (sum > u) {
-          row = i;
-          break;
-        }
-      }
-      const p = sqDist(row, candidate, closest);
-      if (p < bestPotential) {
-        bestPotential = p;
-        rows[c] = row;
-        [best, candidate] = [candidate, best];
-      }
-    }
-    [closest, best] = [best, closest];
-    potential = bestPotential;
-  }
-  return rows;
-};
-
-/**
  * faiss's `split_clusters` plan for the cluster sizes `hassign` (float32, as faiss keeps them; updated in place):
  * each empty cluster ci, in order, takes cluster cj found by scanning cj = 0, 1, ... cyclically and accepting cj
  * with probability (size_j − 1) / (n − k), drawn from a generator seeded 1234 on every call; then the two share

@@ -1,8 +1,7 @@
 /**
  * The E-step's k-means (`cluster` stage): for each K, faiss's k-means as PCL runs it (pcl-algorithm.md §3), on the
- * GPU. Per restart: K distinct data points of a seeded permutation as initial centroids (or, with `seeding:
- * "k-means++"`, K points drawn by greedy k-means++ on the host from the training rows, read back once), then `niter`
- * Lloyd iterations, each one: assign every training point to its nearest centroid, add up the objective, recompute the
+ * GPU. Per restart: K distinct data points of a seeded permutation as initial centroids, then `niter` Lloyd
+ * iterations, each one: assign every training point to its nearest centroid, add up the objective, recompute the
  * means, split empty clusters. The restart with the lowest final objective wins; one last assignment pass over all
  * points then gives `im2cluster` and each point's squared distance to its (unnormalised) centroid.
  *
@@ -46,13 +45,9 @@ export interface KMeansOptions {
   readonly spherical?: boolean;
   /** At most this many rows per GPU binding (chunks are also cut at the device's binding limit). For tests. */
   readonly chunkRows?: number;
-  /** How each restart picks its K initial points: distinct random ones (faiss, PCL) or k-means++ seeding. */
-  readonly seeding?: Seeding;
   /** Initial centroids, K x d, instead of random data points (every restart then starts from them). */
   readonly init?: Float32Array;
 }
-
-export type Seeding = "random" | "k-means++";
 
 export interface ClusterOptions extends Omit<KMeansOptions, "init" | "seed"> {
   readonly ks: ReadonlyArray<number>;
@@ -91,14 +86,7 @@ export interface Clusterings {
 }
 
 /** PCL's settings (pcl-algorithm.md §3). */
-export const PCL_KMEANS = {
-  niter: 20,
-  nredo: 5,
-  maxPointsPerCentroid: 1000,
-  seed: 0,
-  spherical: false,
-  seeding: "random",
-} as const;
+export const PCL_KMEANS = { niter: 20, nredo: 5, maxPointsPerCentroid: 1000, seed: 0, spherical: false } as const;
 
 type Failure = KMeansError | GpuError | ShapeError;
 
@@ -146,12 +134,6 @@ const gcd = (a: number, b: number): number => (b === 0 ? a : gcd(b, a % b));
 
 const spans = (n: number, per: number) =>
   Array.from({ length: Math.ceil(n / per) }, (_, i) => ({ first: i * per, rows: Math.min(per, n - i * per) }));
-
-const concat = (parts: ReadonlyArray<Float32Array>) => {
-  const out = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
-  parts.reduce((at, p) => (out.set(p, at), at + p.length), 0);
-  return out;
-};
 
 /** Rows per chunk: within the binding limit and `chunkRows`; a multiple of `align` rows when chunks are views. */
 const rowsPerChunk = (gpu: Gpu["Service"], dp: number, chunkRows: number | undefined, align = 1) => {
@@ -297,7 +279,6 @@ interface Resolved {
   readonly seed: number;
   readonly maxPointsPerCentroid: number;
   readonly spherical: boolean;
-  readonly seeding: Seeding;
   readonly chunkRows: number | undefined;
 }
 
@@ -308,7 +289,6 @@ const resolve = (o: KMeansOptions | ClusterOptions): Effect.Effect<Resolved, KMe
     seed: o.seed ?? PCL_KMEANS.seed,
     maxPointsPerCentroid: o.maxPointsPerCentroid ?? PCL_KMEANS.maxPointsPerCentroid,
     spherical: o.spherical ?? PCL_KMEANS.spherical,
-    seeding: o.seeding ?? PCL_KMEANS.seeding,
     chunkRows: o.chunkRows,
   };
   const bad = !Number.isInteger(r.niter) || r.niter < 0
@@ -420,10 +400,6 @@ const runKMeans = (data: Rows, k: number, o: Resolved, init: Float32Array | unde
 
     const startsHost = new Uint32Array(chunksT * k);
     const planHost = new Uint32Array(2 * k);
-    // k-means++ draws its points on the host, from the training rows read back once.
-    const hostRows = o.seeding === "k-means++" && given === undefined && !copyOnly
-      ? concat((yield* submit({ reads: train.chunks.map((c) => c.x) })) as Float32Array[])
-      : undefined;
     let bestObjective = Infinity;
     let bestRestart = 0;
     const restartObjectives: number[] = [];
@@ -435,11 +411,7 @@ const runKMeans = (data: Rows, k: number, o: Resolved, init: Float32Array | unde
       else {
         gpu.write(
           initRows,
-          copyOnly
-            ? Uint32Array.from({ length: k }, (_, i) => i)
-            : hostRows !== undefined
-            ? K.plusPlusRows(hostRows, nTrain, dp, k, K.restartSeed(o.seed, redo))
-            : K.initialRows(nTrain, k, o.seed, redo),
+          copyOnly ? Uint32Array.from({ length: k }, (_, i) => i) : K.initialRows(nTrain, k, o.seed, redo),
         );
       }
       let pending = initialise;

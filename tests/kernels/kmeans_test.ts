@@ -285,32 +285,6 @@ gpuTest(
   }),
 );
 
-Deno.test("k-means++ seeding: one point in each well-separated blob, seeded, in range on identical rows", () => {
-  for (const seed of [0, 1, 2, 3]) {
-    const { features: f, labels } = blobs(800, 5, 8, 0.01, 81 + seed, 3);
-    const rows = K.plusPlusRows(f.data, 800, 5, 8, seed);
-    const hit = [...rows].map((r) => labels[r]!);
-    assert.equal(new Set(hit).size, 8, `seed ${seed}: the blobs of the chosen rows are ${hit}`);
-    assert.deepEqual(K.plusPlusRows(f.data, 800, 5, 8, seed), rows);
-  }
-  const f = uniform(300, 4, 82);
-  assert.notDeepEqual(K.plusPlusRows(f.data, 300, 4, 6, 0), K.plusPlusRows(f.data, 300, 4, 6, 1));
-  const rows = K.plusPlusRows(new Float32Array(40 * 3).fill(0.5), 40, 3, 4, 0);
-  assert.ok(rows.every((r) => r < 40), `${rows}`);
-});
-
-gpuTest(
-  "k-means++ seeding: the winning restart equals the CPU reference from plusPlusRows on the subsample (d padded)",
-  Effect.gen(function* () {
-    const { features: f } = blobs(400, 6, 4, 0.25, 71);
-    const got = yield* kmeans(f, 4, { niter: 5, nredo: 3, seed: 5, maxPointsPerCentroid: 25, seeding: "k-means++" });
-    const train = Float32Array.from(rowsOf(f.data, 6, K.trainingRows(400, 4, 25, 5)!));
-    const init = rowsOf(train, 6, K.plusPlusRows(train, 100, 6, 4, K.restartSeed(5, got.bestRestart)));
-    const ref = referenceKMeans(train, 100, 6, 4, init, 5, false, { x: f.data, n: 400 });
-    compare(got, ref, f.data, 6, "k-means++");
-  }),
-);
-
 // ---------------------------------------------------------------------------------------------------------------
 // Chunking: forced tiny chunks give the same bits as one chunk (assignments are per row; centroid sums continue one
 // running float32 sum across chunks in index order).
@@ -591,16 +565,5 @@ gpuTest(
     assert.equal(JSON.parse(metadata.k5!).seed, 1);
     const direct = yield* kmeans(f, 3, { niter: 4, nredo: 2, seed: 0 });
     assert.deepEqual(tensors.get("k3.centroids")!.data, direct.centroids);
-
-    const seeded = ["--features", `${dir}/feats.npy`, "--k", "3", "--out", out, "--seeding"];
-    yield* stageCluster([...seeded, "k-means++"]);
-    const plusPlus = yield* readSafetensors(out);
-    assert.deepEqual(
-      plusPlus.tensors.get("k3.centroids")!.data,
-      (yield* kmeans(f, 3, { seeding: "k-means++" })).centroids,
-    );
-    assert.equal(JSON.parse(plusPlus.metadata.options!).seeding, "k-means++");
-    const bad = yield* Effect.flip(stageCluster([...seeded, "kmeans++"]));
-    assert.match(bad.message, /--seeding must be 'random' or 'k-means\+\+', not 'kmeans\+\+'/);
   }),
 );
