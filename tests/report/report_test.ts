@@ -18,13 +18,14 @@ import { tinyConfig } from "../pipelines/tiny.ts";
 
 // ---------------------------------------------------------------------------------------------------------------
 // One tiny PCL run (2 epochs, warm-up 1, K = 3 and 5 on 128 synthetic images) shared by the tests; each test
-// renders a copy of it, changed to the case it tests.
+// renders a copy of it, changed to the case it tests. The run is removed when the test module unloads.
 
 let trained: Promise<string> | undefined;
 const tinyRun = () =>
   trained ??= (async () => {
     const config = await Effect.runPromise(decodeConfig(tinyConfig));
     const out = await Deno.makeTempDir({ prefix: "pcl-report-run-" });
+    globalThis.addEventListener("unload", () => Deno.removeSync(out, { recursive: true }));
     await Effect.runPromise(
       train(config, { out }).pipe(
         Effect.provide(Gpu.layer),
