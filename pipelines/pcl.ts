@@ -116,11 +116,14 @@ export interface TrainResult {
   readonly mstep: MStep;
 }
 
-/** The evaluation view (E-step and evaluation): the augmentation's side and normalisation, no randomness. */
-const viewOf = (c: TrainConfig) => {
+/** The evaluation view (E-step, evaluation, `stage encode`): the preset's side and normalisation, no randomness. */
+export const evaluationView = (c: TrainConfig) => {
   const p = presetOf(c);
-  return { side: p.side, mean: p.mean, std: p.std };
+  return { side: p.side, mean: p.mean, std: p.std, batch: c.batchSize };
 };
+
+/** The encoder a config describes, for a dataset's channels. */
+export const encoderSpec = (c: TrainConfig, dataset: Dataset) => ({ ...c.model, inChannels: dataset.info.channels });
 
 /** The evaluation's kNN bank (the training set unless the config names one) and test set; none without a test set. */
 const evaluationSets = (config: TrainConfig, train: Dataset) =>
@@ -132,7 +135,7 @@ const evaluationSets = (config: TrainConfig, train: Dataset) =>
 
 /** What `evaluate` is told by the config: the evaluation view and the probe's training images. */
 const evaluateOptions = (config: TrainConfig) => ({
-  view: { ...viewOf(config), batch: config.batchSize },
+  view: evaluationView(config),
   probe: { trainImages: config.evaluation.probeImages },
 });
 
@@ -465,7 +468,7 @@ export const train = (config: TrainConfig, opts: TrainOptions) =>
       `dataset ${dataset.info.name}: ${dataset.info.n} images ${dataset.info.channels}x${dataset.info.height}x` +
         `${dataset.info.width}; augmentation ${preset.name} to ${preset.side}px`,
     );
-    const spec = { ...config.model, inChannels: dataset.info.channels };
+    const spec = encoderSpec(config, dataset);
     const query = yield* encoder(spec, config.seed);
     const key = yield* encoder(spec, config.seed);
     const augmenter = yield* prepareAugmenter(dataset, { preset, batch: config.batchSize, seed: config.seed });
@@ -476,9 +479,9 @@ export const train = (config: TrainConfig, opts: TrainOptions) =>
       maskDuplicatePositives: config.pcl.maskDuplicatePositives,
       seed: config.seed,
     });
-    const keyFeatures = yield* prepareExtractor(key, { ...viewOf(config), batch: config.batchSize });
+    const keyFeatures = yield* prepareExtractor(key, evaluationView(config));
     const sets = yield* evaluationSets(config, dataset);
-    const evaluation = sets && { ...sets, extractor: yield* prepareExtractor(query, evaluateOptions(config).view) };
+    const evaluation = sets && { ...sets, extractor: yield* prepareExtractor(query, evaluationView(config)) };
     const sampler = new Sampler(dataset.info.n, config.batchSize, config.seed);
     const run: Run = {
       config,
@@ -556,7 +559,7 @@ export const evaluateUntrained = (config: TrainConfig) =>
   Effect.gen(function* () {
     if (config.evaluation.test === undefined) return undefined;
     const dataset = yield* loadDataset(config.train);
-    const query = yield* encoder({ ...config.model, inChannels: dataset.info.channels }, config.seed);
+    const query = yield* encoder(encoderSpec(config, dataset), config.seed);
     const { bank, test } = (yield* evaluationSets(config, dataset))!;
     return yield* evaluate(query, { train: bank, test }, evaluateOptions(config));
   });

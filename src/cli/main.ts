@@ -10,7 +10,7 @@ import { readSource } from "../data/source.ts";
 import { Gpu } from "../gpu/gpu.ts";
 import { writeNpy } from "../io/npy.ts";
 import { encoder } from "../nn/models.ts";
-import { evaluateUntrained, presetOf, train, type TrainResult } from "../../pipelines/pcl.ts";
+import { encoderSpec, evaluateUntrained, evaluationView, train, type TrainResult } from "../../pipelines/pcl.ts";
 import { loadDataset } from "../data/source.ts";
 import { loadCheckpoint } from "../stages/checkpoint.ts";
 import { prepareExtractor } from "../eval/features.ts";
@@ -265,7 +265,7 @@ const encodeCommand = Command.make("encode", {
     const config = yield* loadConfig(o.config);
     const ckpt = yield* loadCheckpoint(o.checkpoint);
     const dataset = yield* loadDataset(config.train);
-    const key = yield* encoder({ ...config.model, inChannels: dataset.info.channels }, config.seed);
+    const key = yield* encoder(encoderSpec(config, dataset), config.seed);
     const gpu = yield* Gpu;
     const state = new Map(
       [...key.params.parameters, ...key.params.bufferNames].map((e) => {
@@ -274,8 +274,7 @@ const encodeCommand = Command.make("encode", {
       }),
     );
     key.params.loadStateDict(gpu, state);
-    const preset = presetOf(config);
-    const extractor = yield* prepareExtractor(key, { side: preset.side, mean: preset.mean, std: preset.std });
+    const extractor = yield* prepareExtractor(key, evaluationView(config));
     const f = yield* extractor.extract(dataset);
     yield* writeNpy(o.out, f.head);
     console.log(`wrote ${o.out}: ${f.head.shape.join(" x ")} features of the momentum encoder`);
