@@ -85,7 +85,9 @@ class SplitBN(nn.BatchNorm2d):  # MoCo's CIFAR demo SplitBatchNorm
                              True, self.momentum, self.eps).view(n, c, h, w)
             self.running_mean.data.copy_(rm.view(self.g, c).mean(0)); self.running_var.data.copy_(rv.view(self.g, c).mean(0))
             return y
-        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, self.momentum, self.eps)
+        # One group is ordinary BatchNorm2d: batch statistics in training (running stats updated), running stats in
+        # eval. (This used to pass training=False for one group, so BNGROUPS=1 never normalised by the batch.)
+        return super().forward(x)
 
 class Encoder(nn.Module):
     def __init__(self, groups=GROUPS):
