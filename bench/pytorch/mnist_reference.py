@@ -18,6 +18,7 @@ Not part of the test suite (it needs torch, numpy and scikit-learn):
     KS=100,250,500 python3 bench/pytorch/mnist_reference.py  # other clusterings
     INIT=default BNGROUPS=1 QGROUPS=1 SEED=1 THREADS=1 ...   # nn.Conv2d's own init; plain BN (both encoders / the
                                                              # query only); another seed; torch threads
+    ARCH=convnet5 python3 bench/pytorch/mnist_reference.py   # the 5-conv encoder that sees the whole image
 
 About 8 minutes on 2 CPU cores.
 """
@@ -89,20 +90,26 @@ class SplitBN(nn.BatchNorm2d):  # MoCo's CIFAR demo SplitBatchNorm
         # eval. (This used to pass training=False for one group, so BNGROUPS=1 never normalised by the batch.)
         return super().forward(x)
 
+# src/nn/models.ts: `convnet` (32, 64 s2, 128 s2: receptive field 9, 7x7 before the pool) or `convnet5` (32, 64 s2,
+# 128 s2, 128 s2, 128: receptive field 33, 4x4 before the pool, the whole 28x28 image). The state dict's names are
+# ours: conv1..convN, bn1..bnN, fc.0 and fc.2 for the MLP head.
+ARCH = os.environ.get("ARCH", "convnet")
+LAYERS = {"convnet": [(1, 32, 1), (32, 64, 2), (64, 128, 2)],
+          "convnet5": [(1, 32, 1), (32, 64, 2), (64, 128, 2), (128, 128, 2), (128, 128, 1)]}[ARCH]
+
 class Encoder(nn.Module):
     def __init__(self, groups=GROUPS):
         super().__init__()
-        L = []
-        for i, o, s in [(1, 32, 1), (32, 64, 2), (64, 128, 2)]:
+        for n, (i, o, s) in enumerate(LAYERS, 1):
             conv = nn.Conv2d(i, o, 3, s, 1, bias=False)
             if os.environ.get("INIT", "fan_out") == "fan_out":
                 nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
-            L += [conv, SplitBN(o, groups), nn.ReLU()]
-        self.backbone = nn.Sequential(*L, nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.head = nn.Sequential(nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, 64))
+            self.add_module(f"conv{n}", conv); self.add_module(f"bn{n}", SplitBN(o, groups))
+        self.fc = nn.Sequential(nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, 64))
     def forward(self, x, backbone=False):
-        f = self.backbone(x)
-        return f if backbone else F.normalize(self.head(f), dim=1)
+        for n in range(1, len(LAYERS) + 1): x = F.relu(getattr(self, f"bn{n}")(getattr(self, f"conv{n}")(x)))
+        f = x.mean(dim=(2, 3))
+        return f if backbone else F.normalize(self.fc(f), dim=1)
 
 q_enc, k_enc = Encoder(int(os.environ.get('QGROUPS', GROUPS))), Encoder()
 k_enc.load_state_dict(q_enc.state_dict())
