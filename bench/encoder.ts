@@ -1,10 +1,13 @@
 /**
  * Encoder throughput: images per second of a whole forward (eval mode) and of a whole training step (train-mode
- * forward, backward, one SGD dispatch over the flat parameter store), for the two encoders the configs use:
- * the convnet with PCL v2's MLP head (128 → 128 → 64) on 1x28x28 at batch 256, and ResNet-18 (CIFAR stem) with v1's
- * linear head (512 → 128) on 3x32x32 at batch 64. Both end in the L2 normalisation.
- * Run: deno run --allow-read --allow-env bench/encoder.ts [repetitions (2)] [name filter, e.g. convnet]
- * (on a 2-core llvmpipe: about 30 s for the convnet, 2 minutes for ResNet-18, longer while others share the cores).
+ * forward, backward, one SGD dispatch over the flat parameter store), for the encoders the configs can use:
+ * the convnet and convnet5 with PCL v2's MLP head (128 → 128 → 64) on 1x28x28 at batch 256, and ResNet-18 (CIFAR
+ * stem) with v1's linear head (512 → 128) on 3x32x32 at batch 64. All end in the L2 normalisation. Each row also
+ * gives the forward FLOPs per image (2 per multiply-add of the convolutions and linear layers; a training step is
+ * about three times that) and the GFLOP/s they imply.
+ * Run: deno run --allow-read --allow-env bench/encoder.ts [repetitions (2)] [name filter, e.g. convnet5]
+ * (on a 2-core llvmpipe: about 30 s for the convnet, 2 minutes for ResNet-18, longer while others share the cores;
+ * the filter is a substring of the name, so `convnet` runs both convnets).
  *
  * Timing: each pass or step is recorded into one command encoder and submitted on its own, as the training loop
  * does; a timed run submits a few of them back to back and awaits the last. Figures are the best run. "CPU/core"
@@ -20,7 +23,7 @@ import { Effect, References } from "effect";
 import { Gpu, type GpuContext } from "../src/gpu/gpu.ts";
 import { alloc, type Dispatch, encode, run } from "../src/gpu/kernel.ts";
 import { GpuTimer } from "../src/gpu/timer.ts";
-import { bindEncoder, encoder, type EncoderSpec } from "../src/nn/models.ts";
+import { bindEncoder, encoder, type EncoderSpec, flopsPerImage } from "../src/nn/models.ts";
 import { sgdStep } from "../src/ops/optim.ts";
 
 const repetitions = Number(Deno.args[0] ?? 2);
@@ -46,6 +49,13 @@ const configs: Config[] = [
     steps: 4,
     breakdownRepetitions: 2,
     targets: [150, 25],
+  },
+  {
+    name: "convnet5 + MLP head",
+    spec: { arch: "convnet5", inChannels: 1, head: "mlp", hidden: 128, dim: 64 },
+    input: [256, 1, 28, 28],
+    steps: 2,
+    breakdownRepetitions: 1,
   },
   {
     name: "resnet18 (CIFAR) + linear head",
@@ -153,13 +163,17 @@ const program = Effect.gen(function* () {
       target === undefined ? "" : `  (target ${target}: ${rate.wall >= target ? "met" : "MISSED"})`;
     const shape = `${n}x${c}x${h}x${w}`;
     const params = `${(enc.params.parameterCount / 1e6).toFixed(2)} M params`;
+    const flops = flopsPerImage(enc, [c, h, w]);
+    // GFLOP/s of CPU time per core; the training step counted as 3x the forward.
+    const gflops = (rate: Rate, passes: number) => num((rate.cpu * flops * passes) / 1e9, 2);
     rows.push(
       `${pad(config.name, 32)} ${pad(shape, 11)} ${pad("forward (eval)", 22)} ${num(forward.wall, 1)} ${
         num(forward.cpu, 1)
-      } ${String(evalPass.forward.length).padStart(5)} dispatches${verdict(forward, fTarget)}`,
+      } ${gflops(forward, 1)} ${String(evalPass.forward.length).padStart(5)} dispatches${verdict(forward, fTarget)}`,
       `${pad(params, 32)} ${pad("", 11)} ${pad("forward+backward+SGD", 22)} ${num(train.wall, 1)} ${
         num(train.cpu, 1)
-      } ${String(step.length).padStart(5)} dispatches${verdict(train, tTarget)}`,
+      } ${gflops(train, 3)} ${String(step.length).padStart(5)} dispatches${verdict(train, tTarget)}`,
+      `${pad(`${(flops / 1e6).toFixed(2)} MFLOP/image (forward)`, 32)}`,
     );
 
     const timed = yield* Effect.promise(() =>
@@ -193,10 +207,15 @@ const program = Effect.gen(function* () {
     for (const t of [x, momentum, enc.params.values, enc.params.grads, enc.params.buffers]) t.buffer.destroy();
   }
   console.log(
-    `\n${pad("encoder", 32)} ${pad("input", 11)} ${pad("pass", 22)} ${"img/s".padStart(8)} ${"CPU/core".padStart(8)}`,
+    `\n${pad("encoder", 32)} ${pad("input", 11)} ${pad("pass", 22)} ${"img/s".padStart(8)} ${"CPU/core".padStart(8)} ${
+      "GFLOP/s".padStart(8)
+    }`,
   );
   for (const r of rows) console.log(r);
-  console.log("\n(img/s: wall clock; CPU/core: the process's CPU time per core, i.e. on an otherwise idle machine)\n");
+  console.log(
+    "\n(img/s: wall clock; CPU/core: images/s of the process's CPU time per core, i.e. on an otherwise idle machine;" +
+      "\n GFLOP/s: at the CPU/core rate, the training step counted as 3x the forward's FLOPs)\n",
+  );
   for (const n of notes) console.log(n);
 });
 

@@ -60,6 +60,10 @@ export const conv2dLayer = (p: ParamBuilder, inChannels: number, outChannels: nu
   };
   return {
     outputShape,
+    flops: (s) => {
+      const [n, , oh, ow] = outputShape(s);
+      return 2 * n * outChannels * oh * ow * inChannels * k * k;
+    },
     bind: Effect.fnUntraced(function* (x, dx, opts) {
       const { y, dy } = yield* outputs("conv2d", outputShape(x.shape), opts);
       const forward = [yield* conv2d(x, weight.value, bias?.value, y, conv)];
@@ -118,6 +122,7 @@ export const linear = (p: ParamBuilder, inFeatures: number, outFeatures: number,
   };
   return {
     outputShape,
+    flops: (s) => 2 * outputShape(s)[0] * inFeatures * outFeatures,
     bind: Effect.fnUntraced(function* (x, dx, opts) {
       const { y, dy } = yield* outputs("linear", outputShape(x.shape), opts);
       const forward = [yield* matmul(x, weight.value, y, { transB: true, ...(bias ? { bias: bias.value } : {}) })];

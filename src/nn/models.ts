@@ -34,9 +34,28 @@ export const convnet = (p: ParamBuilder, inChannels = 1, init?: ConvInit) => ({
   features: 128,
 });
 
+/**
+ * `convnet` with two more conv3x3 + BN + ReLU (32, 64 s2, 128 s2, 128 s2, 128), global average pool: 128 features.
+ * Named for its five convolutions. The reason for it is the receptive field: `convnet`'s last layer sees a 9x9 patch
+ * of a 28x28 image (7x7 positions before the pool), so its pooled feature is a bag of local strokes; here each of the
+ * 4x4 positions before the pool sees 33x33, the whole image, and the pool averages views of the whole digit.
+ */
+export const convnet5 = (p: ParamBuilder, inChannels = 1, init?: ConvInit) => ({
+  backbone: sequential(
+    ...convBnRelu(p, 1, inChannels, 32, 1, init),
+    ...convBnRelu(p, 2, 32, 64, 2, init),
+    ...convBnRelu(p, 3, 64, 128, 2, init),
+    ...convBnRelu(p, 4, 128, 128, 2, init),
+    ...convBnRelu(p, 5, 128, 128, 1, init),
+    globalAvgPoolLayer,
+  ),
+  features: 128,
+});
+
 /** y = relu(body(x) + shortcut(x)), the shortcut being the identity when absent. */
 export const residual = (body: Module, shortcut: Module | undefined): Module => ({
   outputShape: body.outputShape,
+  flops: (input) => (body.flops?.(input) ?? 0) + (shortcut?.flops?.(input) ?? 0),
   bind: Effect.fnUntraced(function* (x, dx, opts) {
     const b = yield* body.bind(x, dx, opts);
     const dxShortcut = dx && shortcut ? yield* alloc(x.shape, "f32", "residual.dxShortcut") : undefined;
@@ -103,7 +122,7 @@ export const resnet18 = (p: ParamBuilder, stem: "cifar" | "imagenet", inChannels
   };
 };
 
-export type Architecture = "convnet" | "resnet18-cifar" | "resnet18-imagenet";
+export type Architecture = "convnet" | "convnet5" | "resnet18-cifar" | "resnet18-imagenet";
 
 export interface EncoderSpec {
   readonly arch: Architecture;
@@ -131,6 +150,8 @@ export const encoder = (spec: EncoderSpec, seed: number) =>
     const p = ParamBuilder.create();
     const { backbone, features } = spec.arch === "convnet"
       ? convnet(p, spec.inChannels, spec.convInit)
+      : spec.arch === "convnet5"
+      ? convnet5(p, spec.inChannels, spec.convInit)
       : resnet18(p, spec.arch === "resnet18-cifar" ? "cifar" : "imagenet", spec.inChannels, spec.convInit);
     const head = spec.head === "linear" ? linear(p.scope("fc"), features, spec.dim) : sequential(
       linear(p.scope("fc.0"), features, spec.hidden ?? features),
@@ -140,6 +161,14 @@ export const encoder = (spec: EncoderSpec, seed: number) =>
     const params = yield* p.allocate(seed, spec.arch);
     return { spec, params, backbone, head, features } satisfies Encoder;
   });
+
+/**
+ * Forward FLOPs of the backbone and head for one image of `[channels, height, width]`: 2 per multiply-add of the
+ * convolutions and linear layers (BN, ReLU, pooling and the normalisation are not counted). A training step costs
+ * about three times this (forward, and the input and weight gradients of each layer).
+ */
+export const flopsPerImage = (e: Encoder, image: readonly [number, number, number]): number =>
+  sequential(e.backbone, e.head).flops?.([1, ...image]) ?? 0;
 
 /** An encoder bound to an input batch: backbone features, the normalised embedding z, and both passes. */
 export interface BoundEncoder {

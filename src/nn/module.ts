@@ -36,6 +36,11 @@ export type BindError = GpuError | ShapeError;
 export interface Module {
   /** Output shape for an input shape; a shape the module cannot take is a ShapeError. */
   readonly outputShape: (input: readonly number[]) => readonly number[];
+  /**
+   * Forward FLOPs for an input shape, 2 per multiply-add of the convolutions and matmuls (the usual count; the
+   * elementwise, normalisation and pooling work is not counted). Absent: none of those.
+   */
+  readonly flops?: (input: readonly number[]) => number;
   readonly bind: (
     x: Tensor<"f32">,
     dx: Tensor<"f32"> | undefined,
@@ -46,6 +51,14 @@ export interface Module {
 /** Modules applied in order; the backward runs in reverse, each writing the previous module's output gradient. */
 export const sequential = (...modules: readonly Module[]): Module => ({
   outputShape: (input) => modules.reduce((shape, m) => m.outputShape(shape), input),
+  flops: (input) => {
+    let shape = input, total = 0;
+    for (const m of modules) {
+      total += m.flops?.(shape) ?? 0;
+      shape = m.outputShape(shape);
+    }
+    return total;
+  },
   bind: Effect.fnUntraced(function* (x, dx, opts) {
     const bound: Bound[] = [];
     let input = x;

@@ -102,10 +102,14 @@ const get = (s: State, name: string) => {
   return t;
 };
 
-/** src/nn/models.ts `convnet` + MLP head (`fc.0`, ReLU, `fc.2`) + L2 normalisation, in training mode. */
-export const convnetMlp = (s: State, x: T64): T64 => {
+/**
+ * src/nn/models.ts `convnet` (strides 1, 2, 2) or `convnet5` (strides 1, 2, 2, 2, 1): conv3x3 `convI` + BN `bnI` +
+ * ReLU per stride, global average pool, MLP head (`fc.0`, ReLU, `fc.2`) + L2 normalisation, in training mode.
+ */
+export const convnetMlp = (s: State, x: T64, strides: readonly number[] = [1, 2, 2]): T64 => {
   let h = x;
-  for (const [i, stride] of [[1, 1], [2, 2], [3, 2]] as const) {
+  for (const [k, stride] of strides.entries()) {
+    const i = k + 1;
     h = conv2d(h, get(s, `conv${i}.weight`), undefined, stride, 1);
     h = relu(batchNorm(h, get(s, `bn${i}.weight`), get(s, `bn${i}.bias`)));
   }

@@ -3,7 +3,7 @@ import { Effect } from "effect";
 import { Gpu, type GpuContext } from "../../src/gpu/gpu.ts";
 import { run } from "../../src/gpu/kernel.ts";
 import type { Tensor } from "../../src/gpu/tensor.ts";
-import { bindEncoder, encoder, residual } from "../../src/nn/models.ts";
+import { bindEncoder, encoder, flopsPerImage, residual } from "../../src/nn/models.ts";
 import { ParamBuilder, type ParamStore } from "../../src/nn/params.ts";
 import { batchNorm, conv2dLayer, linear, relu } from "../../src/nn/layers.ts";
 import { sequential } from "../../src/nn/module.ts";
@@ -34,7 +34,8 @@ const checkGradients = async (
   for (const e of params.parameters) {
     const n = e.shape.reduce((a, b) => a * b, 1);
     const g = grads.subarray(e.offset, e.offset + n);
-    const scale = Math.max(...Array.from(g, Math.abs), 1e-6);
+    // A reduce, not Math.max(...g): convnet5's 147,456-weight convolutions overflow the call stack as arguments.
+    const scale = g.reduce((m, v) => Math.max(m, Math.abs(v)), 1e-6);
     for (let k = 0; k < Math.min(perTensor, n); k++) {
       const i = Math.floor(((k + 0.5) / perTensor) * n);
       const fd = ref.finiteDifference(f, state, e.name, i, upstream);
@@ -72,6 +73,85 @@ gpuTest(
     assertClose(yield* Effect.promise(() => gpu.read(b.z)), expected.data, { atol: 1e-4, rtol: 0, what: "z" });
     const checked = yield* Effect.promise(() => checkGradients(gpu, enc.params, f, upstream));
     assert.equal(checked, enc.params.parameters.length * 4);
+  }),
+);
+
+gpuTest(
+  "nn: convnet5 + MLP head + L2 norm, forward equals the float64 reference and gradients equal finite differences",
+  Effect.gen(function* () {
+    const gpu = yield* Gpu;
+    const spec = { arch: "convnet5", inChannels: 1, head: "mlp", hidden: 16, dim: 8 } as const;
+    const enc = yield* encoder(spec, 7);
+    // 12x12 runs every layer on a real grid (12, 6, 3, 2, 2) and every stride-2 conv over an odd and an even side;
+    // BN in the last two layers then normalises 3 x 2 x 2 = 12 values per channel, a small batch that any error in
+    // its statistics' backward would show. (8x8 would leave conv4 and conv5 at 1x1, where padding is all they see.)
+    const xShape = [3, 1, 12, 12];
+    const xData = randoms(3 * 144, 21, 0, 1);
+    const x = upload(gpu, xData, xShape, "x");
+    const b = yield* bindEncoder(enc, x, { train: true, grad: true });
+    const upstream = randoms(3 * 8, 22);
+    const f = (s: ref.State) => ref.convnetMlp(s, ref.t64(xData, xShape), [1, 2, 2, 2, 1]);
+    const expected = f(yield* Effect.promise(() => state64(gpu, enc.params)));
+    yield* run(b.forward);
+    gpu.write(b.dz!, upstream);
+    yield* run(b.backward);
+    // z is unit-norm. f32 rounding grows with each conv's fan-in (up to 1,152 terms) and each BN's division by a
+    // batch std, over five layers instead of three; measured 4e-7 here, so 1e-4 has a wide margin while a wrong
+    // stride, padding or channel index moves z by O(0.1).
+    assertClose(yield* Effect.promise(() => gpu.read(b.z)), expected.data, { atol: 1e-4, rtol: 0, what: "z" });
+    // Gradients: checkGradients' tolerance (1e-3 of the tensor's largest gradient + 2%), at 4 coordinates of each
+    // of the 19 tensors (5 convs, 5 BN weights and biases, the head's 2 weights and 2 biases). The largest
+    // |GPU - finite difference| measured was 0.04% of that tolerance.
+    const checked = yield* Effect.promise(() => checkGradients(gpu, enc.params, f, upstream));
+    assert.equal(checked, 19 * 4);
+  }),
+);
+
+gpuTest(
+  "nn: convnet5 has the PyTorch port's parameter names, shapes and count, and gives 128 features on 28x28",
+  Effect.gen(function* () {
+    const gpu = yield* Gpu;
+    const enc = yield* encoder({ arch: "convnet5", inChannels: 1, head: "mlp", hidden: 128, dim: 64 }, 0);
+    // The port's (ARCH=convnet5) named_parameters(), in order: conv1, bn1, ..., conv5, bn5, fc.0, fc.2.
+    const channels = [[1, 32], [32, 64], [64, 128], [128, 128], [128, 128]];
+    const expected = [
+      ...channels.flatMap(([i, o], k) => [
+        [`conv${k + 1}.weight`, [o, i, 3, 3]],
+        [`bn${k + 1}.weight`, [o]],
+        [`bn${k + 1}.bias`, [o]],
+      ]),
+      ["fc.0.weight", [128, 128]],
+      ["fc.0.bias", [128]],
+      ["fc.2.weight", [64, 128]],
+      ["fc.2.bias", [64]],
+    ];
+    assert.deepEqual(enc.params.parameters.map((e) => [e.name, [...e.shape]]), expected);
+    // 387,360 conv weights + 960 BN affine + 16,512 + 8,256 in the head: sum(p.numel()) in the port.
+    assert.equal(enc.params.parameterCount, 413_088);
+    assert.deepEqual(
+      enc.params.bufferNames.map((e) => e.name),
+      [1, 2, 3, 4, 5].flatMap((i) => [`bn${i}.running_mean`, `bn${i}.running_var`]),
+    );
+    // Kaiming fan-out by default, as the convnet: conv5's std is sqrt(2 / (128 * 9)) within 3% over 147,456 draws.
+    const w = (yield* Effect.promise(() => enc.params.stateDict(gpu))).get("conv5.weight")!;
+    const std = Math.sqrt(w.reduce((s, v) => s + v * v, 0) / w.length);
+    assert.ok(Math.abs(std / Math.sqrt(2 / (128 * 9)) - 1) < 0.03, `conv5 std ${std}`);
+    // FLOPs on 28x28, 2 per multiply-add: the convnet's three convs (28², 14², 7² positions) and the head, plus
+    // conv4 and conv5 at 4x4 (28 → 14 → 7 → 4): 128 · 128 · 9 · 16 · 2 = 4,718,592 each.
+    const head = 2 * (128 * 128 + 128 * 64);
+    const convnetFlops = 2 * 9 * (32 * 1 * 784 + 64 * 32 * 196 + 128 * 64 * 49) + head;
+    const small = yield* encoder({ arch: "convnet", inChannels: 1, head: "mlp", hidden: 128, dim: 64 }, 0);
+    assert.equal(flopsPerImage(small, [1, 28, 28]), convnetFlops);
+    assert.equal(flopsPerImage(enc, [1, 28, 28]), convnetFlops + 2 * 4_718_592);
+    const x = upload(gpu, randoms(2 * 784, 9, 0, 1), [2, 1, 28, 28], "x");
+    const b = yield* bindEncoder(enc, x, { train: false, grad: false });
+    assert.deepEqual(b.features.shape, [2, 128]);
+    yield* run(b.forward);
+    const z = yield* Effect.promise(() => gpu.read(b.z));
+    for (let n = 0; n < 2; n++) {
+      const norm = Math.hypot(...z.subarray(n * 64, (n + 1) * 64));
+      assert.ok(Math.abs(norm - 1) < 1e-5, `row ${n} norm ${norm}`);
+    }
   }),
 );
 
@@ -147,7 +227,7 @@ gpuTest(
 );
 
 gpuTest(
-  "nn: ResNet-18 has torchvision's parameter names and count, and both stems give 512 features",
+  "nn: ResNet-18 has torchvision's parameter names, count and FLOPs, and both stems give 512 features",
   Effect.gen(function* () {
     const gpu = yield* Gpu;
     for (const [arch, side] of [["resnet18-cifar", 32], ["resnet18-imagenet", 64]] as const) {
@@ -161,6 +241,11 @@ gpuTest(
         assert.ok(names.includes(name), name);
       }
       assert.deepEqual(enc.params.bufferNames.at(-1)?.name, "layer4.1.bn2.running_var");
+      if (arch === "resnet18-imagenet") {
+        // torchvision lists resnet18 at 1.81 G multiply-adds on 224x224: its convolutions' 1,813,561,344, plus
+        // here the linear head (512 x 128). Checks the FLOP count through residual blocks, shortcuts and the stem.
+        assert.equal(flopsPerImage(enc, [3, 224, 224]), 2 * (1_813_561_344 + 512 * 128));
+      }
       const x = upload(gpu, randoms(2 * 3 * side * side, 9), [2, 3, side, side], "x");
       const b = yield* bindEncoder(enc, x, { train: false, grad: false });
       assert.deepEqual(b.features.shape, [2, 512]);
