@@ -66,6 +66,8 @@ export const parseIdx = (
 export interface IdxPairOptions {
   readonly name: string;
   readonly classNames?: readonly string[];
+  /** The class count when no names are given; without either, the labels must be 0..C-1 with every class present. */
+  readonly classes?: number;
 }
 
 /** An images file and a labels file as one dataset (grey, C = 1). */
@@ -84,9 +86,29 @@ export const readIdxPair = (
         `${labels.dims[0]} labels, but ${imagesPath} holds ${n} images: the two files do not belong together`,
       );
     }
+    const declared = options.classNames?.length ?? options.classes;
     let max = -1;
     for (const l of labels.data) max = Math.max(max, l);
-    const classes = Math.max(max + 1, options.classNames?.length ?? 0);
+    if (declared !== undefined && max >= declared) {
+      const at = labels.data.findIndex((l) => l >= declared);
+      return yield* dataError(
+        labelsPath,
+        `label ${labels.data[at]} at index ${at} is outside 0..${declared - 1} (${declared} classes)`,
+      );
+    }
+    const classes = declared ?? max + 1;
+    if (declared === undefined) {
+      const seen = new Uint8Array(classes);
+      for (const l of labels.data) seen[l] = 1;
+      const empty = seen.reduce((a, v) => a + (v === 0 ? 1 : 0), 0);
+      if (empty > 0) {
+        return yield* dataError(
+          labelsPath,
+          `labels run to ${max} but ${empty} of the values 0..${max} never occur: the labels are not class ` +
+            `indices 0..C-1 (set the source's \`classes\` if some classes are really absent)`,
+        );
+      }
+    }
     return {
       info: {
         name: options.name,

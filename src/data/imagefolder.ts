@@ -152,7 +152,13 @@ export const readImageFolder = (options: ImageFolderOptions): Effect.Effect<Host
       if (n === wanted) break;
       const decoded = yield* Effect.result(decodeImage(f.path, yield* readBytes(f.path)));
       if (decoded._tag === "Failure") {
-        if (options.skipUndecodable !== true) return yield* decoded.failure;
+        if (options.skipUndecodable !== true) {
+          return yield* dataError(
+            f.path,
+            `${decoded.failure.message.replace(`${f.path}: `, "")} ` +
+              `(to skip files that do not decode, set skipUndecodable: true on the imagefolder source)`,
+          );
+        }
         skipped.push(f.path);
         continue;
       }

