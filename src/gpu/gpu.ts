@@ -234,9 +234,17 @@ const acquire = (gpu: GPU | undefined, options: GpuOptions) =>
       catch: (e) => new GpuUnavailable({ message: `requesting a WebGPU adapter failed: ${e}` }),
     });
     if (adapter === null) {
+      // The variables that steer the choice of adapter: when set, they are the likeliest cause.
+      const steering = ["DENO_WEBGPU_BACKEND", "VK_ICD_FILENAMES", "VK_DRIVER_FILES"].flatMap((name) => {
+        const v = envVar(name);
+        return v === undefined ? [] : [`${name}=${v}`];
+      });
       return yield* new GpuUnavailable({
-        message: "no WebGPU adapter found: install a GPU driver with Vulkan support, or Mesa (llvmpipe) for a " +
-          "software adapter (Debian: mesa-vulkan-drivers)",
+        message: "no WebGPU adapter found" + (steering.length === 0
+          ? ": install a GPU driver with Vulkan support, or Mesa (llvmpipe) for a software adapter " +
+            "(Debian: mesa-vulkan-drivers)"
+          : ` with ${steering.join(", ")}: unset ${steering.length > 1 ? "them" : "it"} to let WebGPU choose, ` +
+            "or name a backend and driver this machine has (DENO_WEBGPU_BACKEND=vulkan or gl)"),
       });
     }
     const requiredLimits: Record<string, number> = {};

@@ -27,10 +27,22 @@ effectTest(
   "Gpu: an adapter request that finds nothing gives GpuUnavailable with advice",
   Effect.gen(function* () {
     const fake = { requestAdapter: () => Promise.resolve(null) } as unknown as GPU;
-    const e = failureOf(yield* acquire(fake));
-    assert.ok(e instanceof GpuUnavailable);
-    assert.match(e.message, /no WebGPU adapter found/);
-    assert.match(e.message, /mesa-vulkan-drivers/);
+    const names = ["DENO_WEBGPU_BACKEND", "VK_ICD_FILENAMES", "VK_DRIVER_FILES"];
+    const saved = names.map((n) => Deno.env.get(n));
+    try {
+      for (const n of names) Deno.env.delete(n);
+      const e = failureOf(yield* acquire(fake));
+      assert.ok(e instanceof GpuUnavailable);
+      assert.match(e.message, /no WebGPU adapter found/);
+      assert.match(e.message, /mesa-vulkan-drivers/);
+      // A variable that steers the choice is named: it is the likeliest cause.
+      Deno.env.set("DENO_WEBGPU_BACKEND", "dx12");
+      const steered = failureOf(yield* acquire(fake));
+      assert.ok(steered instanceof GpuUnavailable);
+      assert.match(steered.message, /no WebGPU adapter found with DENO_WEBGPU_BACKEND=dx12: unset it/);
+    } finally {
+      names.forEach((n, i) => saved[i] === undefined ? Deno.env.delete(n) : Deno.env.set(n, saved[i]!));
+    }
   }),
 );
 
