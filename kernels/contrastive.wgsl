@@ -36,9 +36,15 @@ fn mask(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: ve
 
 var<workgroup> hits: array<f32, WG>;
 
+// NaN by its bits: WGSL lets compilers assume floats are never NaN, so `x != x` may fold to false.
+fn is_nan(x: f32) -> bool {
+  return (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u;
+}
+
 // accuracy[0] = the fraction of rows whose first maximum is at column i (top-1 against target i), where the other
 // batch columns j < N with sel[j] == sel[i] count as column i: unmasked ProtoNCE repeats row i's own prototype there
-// (same logit), and picking a copy of it is a hit. (Masked modes never let those columns win.) One workgroup;
+// (same logit), and picking a copy of it is a hit. (Masked modes never let those columns win.) A NaN logit in the
+// row makes it a miss: a diverged step must not read as 100% accurate. One workgroup;
 // invocation l counts rows l, l + WG, ...; the counts are added in a fixed tree order.
 @compute @workgroup_size(WG)
 fn top1(@builtin(local_invocation_id) lid: vec3u) {
@@ -47,11 +53,11 @@ fn top1(@builtin(local_invocation_id) lid: vec3u) {
   for (var i = l; i < p.rows; i += WG) {
     let base = i * p.cols;
     let mine = logits[base + i];
-    var best = true;
-    for (var j = 0u; j < p.cols; j++) {
+    var best = !is_nan(mine);
+    for (var j = 0u; j < p.cols && best; j++) {
       if (j < p.rows && sel[j] == sel[i]) { continue; }
       let v = logits[base + j];
-      if (v > mine || (v == mine && j < i)) { best = false; break; }
+      if (is_nan(v) || v > mine || (v == mine && j < i)) { best = false; }
     }
     if (best) { count += 1.0; }
   }

@@ -180,3 +180,18 @@ gpuTest(
     }
   }),
 );
+
+gpuTest(
+  "contrastive: a row with a NaN logit is a miss (a diverged step does not read as accurate)",
+  Effect.gen(function* () {
+    const gpu = yield* Gpu;
+    // Row 0's logits are all NaN; row 1 wins its own column but meets 0 · -Inf = NaN in column 3; row 2 wins with
+    // finite logits and a -Inf: 1 hit of 3 (before NaN counted as a miss, all 3 read as hits).
+    const q = f32([[NaN, 0], [0, 1], [1, 0]]);
+    const t = f32([[0.5, 0], [0, 1], [1, 0], [-Infinity, 0]]);
+    const p = setup(gpu, q, t, Uint32Array.from([0, 1, 2, 3]), 3, 2);
+    const loss = yield* contrastiveLoss(p.q, p.table, p.sel, p.metrics, p.dq, PLAIN);
+    yield* run(loss.forward);
+    assertClose(yield* read(p.metrics.accuracy), [1 / 3], { atol: 1e-7, rtol: 0, what: "accuracy with NaNs" });
+  }),
+);
