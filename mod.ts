@@ -41,17 +41,22 @@ export * from "./src/eval/mod.ts";
 // Files.
 export * from "./src/io/npy.ts";
 export * from "./src/io/safetensors.ts";
+export { WriteError, writeFile } from "./src/io/atomic.ts";
+export { lockRunDirectory, RunLocked } from "./src/io/lock.ts";
 
 // Configs and the training pipelines.
 export * from "./src/config.ts";
 export {
   ConfigMismatch,
+  Diverged,
   EpochMetrics,
   infoNceEpoch,
   Interrupted,
   pclEpoch,
+  type PhaseProgress,
   presetOf,
   train,
+  trainingSeconds,
   type TrainOptions,
   type TrainResult,
 } from "./pipelines/pcl.ts";

@@ -12,7 +12,7 @@
  * outputs are artifacts of the epoch, so a run that stopped mid-epoch reuses them rather than clustering again.
  */
 import { Effect, Schema } from "effect";
-import { configDiff, configJson, type TrainConfig } from "../src/config.ts";
+import { checkDatasetFits, configDiff, configJson, runIdentity, type TrainConfig } from "../src/config.ts";
 import { mnist, type PresetOptions, v1, v2 } from "../src/data/augmentations.ts";
 import { type Dataset, Sampler } from "../src/data/dataset.ts";
 import { loadDataset } from "../src/data/source.ts";
@@ -25,6 +25,7 @@ import {
   captureTensors,
   type Checkpoint,
   CheckpointError,
+  type EpochSums,
   listManifests,
   loadCheckpoint,
   restoreTensors,
@@ -41,6 +42,8 @@ import { evaluate, scoreClusterings } from "../src/eval/mod.ts";
 import { renderReport } from "../src/report/mod.ts";
 import { type Clustering, MStep, type StepMetrics } from "../src/stages/protonce.ts";
 import { writeFileAtomic } from "../src/io/atomic.ts";
+import { lockRunDirectory } from "../src/io/lock.ts";
+import type { SafeTensor } from "../src/io/safetensors.ts";
 
 const Scores = Schema.Struct({ ami: Schema.Number, nmi: Schema.Number, ari: Schema.Number, acc: Schema.Number });
 
@@ -61,8 +64,11 @@ export const EpochMetrics = Schema.Struct({
   accInst: Schema.Number,
   protoNce: Schema.Array(Schema.Number),
   accProto: Schema.Array(Schema.Number),
+  /** The M-step's seconds (what `imagesPerSecond` is measured over). */
   seconds: Schema.Number,
   imagesPerSecond: Schema.Number,
+  /** The whole epoch's wall time: E-step, M-step, evaluation and checkpoints, summed over resumes. */
+  elapsed: Schema.optionalKey(Schema.Number),
   /** The E-step's clusterings scored against the training labels, one per K. */
   estep: Schema.optionalKey(Schema.Array(Scores.pipe(Schema.fieldsAssign({ k: Schema.Number })))),
   evaluation: Schema.optionalKey(Evaluation),
@@ -71,6 +77,13 @@ export type EpochMetrics = typeof EpochMetrics.Type;
 
 export class ConfigMismatch extends Schema.TaggedError<ConfigMismatch>()("ConfigMismatch", {
   keys: Schema.Array(Schema.String),
+  message: Schema.String,
+}) {}
+
+/** A loss became NaN or infinite: training stopped before any checkpoint could hold non-finite weights. */
+export class Diverged extends Schema.TaggedError<Diverged>()("Diverged", {
+  epoch: Schema.Number,
+  step: Schema.Number,
   message: Schema.String,
 }) {}
 
@@ -92,6 +105,8 @@ export interface TrainOptions {
   readonly stop?: { signal: string | undefined };
   /** Called after every step (for a progress bar). */
   readonly onStep?: (p: StepProgress) => void;
+  /** Called when a phase other than the M-step starts (the E-step's stages, evaluation, a checkpoint). */
+  readonly onPhase?: (p: PhaseProgress) => void;
   /** Test hook: called at every stage boundary (`epoch-E/<stage>`) and step (`epoch-E/step-S`); may throw. */
   readonly fault?: (point: string) => void;
 }
@@ -102,6 +117,13 @@ export interface StepProgress {
   readonly stepsPerEpoch: number;
   readonly imagesPerSecond: number;
   readonly last: StepMetrics | undefined;
+  /** The mean wall time of the epochs finished so far (E-step and evaluation included), for an ETA. */
+  readonly epochSeconds: number | undefined;
+}
+
+export interface PhaseProgress {
+  readonly epoch: number;
+  readonly phase: "encode" | "cluster" | "concentration" | "evaluate";
 }
 
 export interface TrainResult {
@@ -110,6 +132,7 @@ export interface TrainResult {
   readonly report: string | undefined;
   readonly metrics: readonly EpochMetrics[];
   readonly checkpoint: string;
+  /** The training time of the whole run, resumes included (`trainingSeconds`). */
   readonly seconds: number;
   readonly resumedFrom: string | undefined;
   readonly dataset: Dataset;
@@ -173,17 +196,63 @@ interface Run {
   step: number;
   prototypes: Clustering[] | undefined;
   lastCheckpoint: string;
+  /** The epoch in progress: its running sums, and when its M-step and the epoch itself started (`performance.now()`
+   * less what earlier processes spent on it). */
+  sums: EpochSums;
+  /** What earlier processes spent on the epoch in progress (zero unless resumed mid-epoch). */
+  carried: { seconds: number; elapsed: number };
+  mstepStarted: number;
+  epochStarted: number;
 }
+
+/** The first tensor holding a NaN or an infinity, if any. */
+const nonFinite = (tensors: ReadonlyMap<string, SafeTensor>) => {
+  for (const [name, t] of tensors) {
+    if (t.dtype === "F32" && !t.data.every(Number.isFinite)) return name;
+  }
+  return undefined;
+};
+
+const noSums = (): EpochSums => ({ steps: 0, infoNce: 0, accInst: 0, protoNce: [], accProto: [] });
+
+const addSums = (sums: EpochSums, m: StepMetrics): EpochSums => ({
+  steps: sums.steps + 1,
+  infoNce: sums.infoNce + m.infoNce,
+  accInst: sums.accInst + m.accInst,
+  protoNce: m.protoNce.map((v, i) => (sums.protoNce[i] ?? 0) + v),
+  accProto: m.accProto.map((v, i) => (sums.accProto[i] ?? 0) + v),
+});
+
+const finite = (m: StepMetrics) => [m.infoNce, ...m.protoNce].every(Number.isFinite);
+
+const phase = (run: Run, p: PhaseProgress["phase"]) =>
+  Effect.sync(() => run.opts.onPhase?.({ epoch: run.current, phase: p }));
 
 const fault = (run: Run, point: string) => Effect.sync(() => run.opts.fault?.(point));
 
 const toClusterings = (r: ClusterResult): Clustering[] =>
   r.clusterings.map((c) => ({ prototypes: c.prototypes, concentration: c.concentration, im2cluster: c.im2cluster }));
 
-/** Writes the current state as a checkpoint and metrics.jsonl (rewritten whole, so it always matches). */
+/**
+ * Writes the current state as a checkpoint and metrics.jsonl (rewritten whole, so it always matches). Weights that are
+ * not finite are never written: training stops with `Diverged` and the checkpoints on disk stay as they were.
+ */
 const writeCheckpoint = (run: Run) =>
   Effect.gen(function* () {
     const tensors = yield* Effect.promise(() => captureTensors(run.gpu, run.mstep, run.prototypes));
+    const bad = nonFinite(tensors);
+    if (bad !== undefined) {
+      return yield* new Diverged({
+        epoch: run.epoch,
+        step: run.step,
+        message: `${bad} became non-finite at epoch ${run.epoch + 1}, step ${run.step}; lower optimizer.lr ` +
+          `(${run.config.optimizer.lr}). No checkpoint was written: the last good one is ${
+            run.lastCheckpoint || "(none yet)"
+          }`,
+      });
+    }
+    const now = performance.now();
+    const midEpoch = run.step < run.sampler.stepsPerEpoch;
     const path = yield* saveCheckpoint(run.checkpoints, tensors, {
       epoch: run.epoch,
       step: run.step,
@@ -193,6 +262,15 @@ const writeCheckpoint = (run: Run) =>
       config: configJson(run.config),
       rng: "Philox4x32-10 keyed by (seed, stream), counters (epoch, step, ...): nothing else to restore",
       metrics: run.metrics,
+      ...(midEpoch
+        ? {
+          progress: {
+            ...run.sums,
+            seconds: (now - run.mstepStarted) / 1000,
+            elapsed: (now - run.epochStarted) / 1000,
+          },
+        }
+        : {}),
       adapter: run.gpu.adapter.description,
     }, run.config.checkpoint.keep);
     const metrics = `${run.opts.out}/metrics.jsonl`;
@@ -219,39 +297,47 @@ const trainEpoch = (run: Run, epoch: number, prototypes: Clustering[] | undefine
     mstep.setLearningRate(lr);
     mstep.setPrototypes(prototypes);
     run.prototypes = prototypes;
-    if (run.epoch !== epoch) [run.epoch, run.step] = [epoch, 0];
+    if (run.epoch !== epoch) [run.epoch, run.step, run.sums] = [epoch, 0, noSums()];
     const first = run.step;
     const steps = sampler.stepsPerEpoch;
-    const sums = { infoNce: 0, accInst: 0, protoNce: [] as number[], accProto: [] as number[], n: 0 };
-    const add = (m: StepMetrics) => {
-      sums.infoNce += m.infoNce, sums.accInst += m.accInst, sums.n++;
-      m.protoNce.forEach((v, i) => (sums.protoNce[i] = (sums.protoNce[i] ?? 0) + v));
-      m.accProto.forEach((v, i) => (sums.accProto[i] = (sums.accProto[i] ?? 0) + v));
-    };
     const start = performance.now();
-    let pending: Promise<StepMetrics> | undefined;
+    run.mstepStarted = start - 1000 * run.carried.seconds;
+    const done = run.metrics.filter((m) => m.elapsed !== undefined);
+    const epochSeconds = done.length > 0 ? done.reduce((a, m) => a + m.elapsed!, 0) / done.length : undefined;
+    let pending: { step: number; read: Promise<StepMetrics> } | undefined;
     let last: StepMetrics | undefined;
     const settle = Effect.gen(function* () {
       if (pending === undefined) return;
-      last = yield* run.gpu.guard(Effect.promise(() => pending!));
+      const { step, read } = pending;
+      last = yield* run.gpu.guard(Effect.promise(() => read));
       pending = undefined;
-      add(last);
+      if (!finite(last)) {
+        return yield* new Diverged({
+          epoch,
+          step,
+          message: `loss became non-finite at epoch ${epoch + 1}, step ${step}; lower optimizer.lr ` +
+            `(${config.optimizer.lr}). Checkpoints on disk are unchanged; the last good one is ${
+              run.lastCheckpoint || "(none yet)"
+            }`,
+        });
+      }
+      run.sums = addSums(run.sums, last);
     });
     for (let s = first; s < steps; s++) {
       yield* fault(run, `epoch-${epoch}/step-${s}`);
       const { metrics, notes } = mstep.step(epoch, s, sampler.indices(epoch, s));
-      for (const note of notes) yield* Effect.logWarning(note);
+      for (const note of notes) yield* Effect.logInfo(note);
       yield* settle; // the previous step's metrics: the GPU has moved on to this one meanwhile
-      pending = metrics();
-      pending.catch(() => {}); // awaited by the next `settle`, unless the run fails before that
+      pending = { step: s + 1, read: metrics() };
+      pending.read.catch(() => {}); // awaited by the next `settle`, unless the run fails before that
       run.step = s + 1;
-      const done = s + 1 - first;
       run.opts.onStep?.({
         epoch,
         step: s + 1,
         stepsPerEpoch: steps,
-        imagesPerSecond: (done * config.batchSize) / ((performance.now() - start) / 1000),
+        imagesPerSecond: ((s + 1 - first) * config.batchSize) / ((performance.now() - start) / 1000),
         last,
+        epochSeconds,
       });
       const signal = run.opts.stop?.signal;
       const every = config.checkpoint.everySteps;
@@ -262,24 +348,25 @@ const trainEpoch = (run: Run, epoch: number, prototypes: Clustering[] | undefine
           return yield* new Interrupted({
             signal,
             checkpoint: path,
-            message: `stopped by ${signal} at epoch ${epoch}, step ${s + 1}/${steps}; checkpoint ${path}`,
+            message: `stopped by ${signal} at epoch ${epoch + 1}, step ${s + 1}/${steps}; checkpoint ${path}`,
           });
         }
       }
     }
     yield* settle;
-    const seconds = (performance.now() - start) / 1000;
-    const n = Math.max(1, sums.n);
+    const seconds = (performance.now() - run.mstepStarted) / 1000;
+    const { sums } = run;
+    const n = Math.max(1, sums.steps);
     return {
       epoch,
       lr,
-      steps: steps - first,
+      steps: sums.steps,
       infoNce: sums.infoNce / n,
       accInst: sums.accInst / n,
       protoNce: sums.protoNce.map((v) => v / n),
       accProto: sums.accProto.map((v) => v / n),
       seconds,
-      imagesPerSecond: ((steps - first) * config.batchSize) / Math.max(seconds, 1e-9),
+      imagesPerSecond: (sums.steps * config.batchSize) / Math.max(seconds, 1e-9),
     } satisfies EpochMetrics;
   });
 
@@ -288,6 +375,7 @@ const stagesOf = (run: Run) => {
   const { config } = run;
   const encode = stage("encode", FeaturesArtifact, (epoch: number) =>
     Effect.gen(function* () {
+      yield* phase(run, "encode");
       const f = yield* run.keyFeatures.extract(run.dataset);
       yield* fault(run, `epoch-${epoch}/encode`);
       return { n: f.n, dim: f.head.shape[1], z: f.head.data };
@@ -297,6 +385,7 @@ const stagesOf = (run: Run) => {
     BundleFromBytes(ClusteringsArtifact),
     (f: FeaturesArtifact) =>
       Effect.gen(function* () {
+        yield* phase(run, "cluster");
         const result = yield* cluster({ data: f.z, shape: [f.n, f.dim] }, {
           ks: config.pcl.clusters,
           niter: config.pcl.kmeans.iterations,
@@ -321,7 +410,8 @@ const stagesOf = (run: Run) => {
     "concentration",
     BundleFromBytes(ClusterResultArtifact),
     (c: Clusterings) =>
-      concentration(c, config.moco.temperature).pipe(
+      phase(run, "concentration").pipe(
+        Effect.andThen(concentration(c, config.moco.temperature)),
         Effect.tap(() => fault(run, `epoch-${run.current}/concentration`)),
       ),
   );
@@ -344,6 +434,7 @@ const stagesOf = (run: Run) => {
       const every = config.evaluation.every;
       const due = m.epoch === config.epochs - 1 || (every > 0 && (m.epoch + 1) % every === 0);
       if (run.evaluation === undefined || !due) return m;
+      yield* phase(run, "evaluate");
       const started = performance.now();
       const e = yield* evaluate(run.mstep.query, { train: run.evaluation.bank, test: run.evaluation.test }, {
         ...evaluateOptions(config),
@@ -367,7 +458,8 @@ const stagesOf = (run: Run) => {
     Schema.Struct({ path: Schema.String }),
     (m: EpochMetrics) =>
       Effect.gen(function* () {
-        run.metrics = [...run.metrics.filter((x) => x.epoch !== m.epoch), m];
+        const elapsed = (performance.now() - run.epochStarted) / 1000;
+        run.metrics = [...run.metrics.filter((x) => x.epoch !== m.epoch), { ...m, elapsed }];
         const path = yield* writeCheckpoint(run);
         yield* fault(run, `epoch-${m.epoch}/checkpoint`);
         return { path };
@@ -404,12 +496,18 @@ export const infoNceEpoch = (run: Run) => {
     .node("evaluate", s.checkpoint);
 };
 
+/** A run's training time: every epoch's whole wall time (E-step, M-step, evaluation, checkpoints), over resumes. */
+export const trainingSeconds = (metrics: readonly EpochMetrics[]) =>
+  metrics.reduce((a, m) => a + (m.elapsed ?? m.seconds), 0);
+
 /** Moves what a previous run left in `out` into `out/archive-<time>/` (nothing is deleted). */
 const archive = (out: string) =>
   Effect.promise(async () => {
     const entries: string[] = [];
     try {
-      for await (const e of Deno.readDir(out)) if (!e.name.startsWith("archive-")) entries.push(e.name);
+      for await (const e of Deno.readDir(out)) {
+        if (!e.name.startsWith("archive-") && e.name !== ".lock") entries.push(e.name);
+      }
     } catch (e) {
       if (!(e instanceof Deno.errors.NotFound)) throw e;
     }
@@ -439,30 +537,44 @@ const findCheckpoint = (dir: string, opts: TrainOptions) =>
     );
   });
 
-/** Trains PCL (or the InfoNCE baseline when `pcl.enabled` is false) as configured, resuming where a run stopped. */
+/**
+ * Trains PCL (or the InfoNCE baseline when `pcl.enabled` is false) as configured, resuming where a run stopped. The
+ * run directory is locked for the duration (`RunLocked` if another process holds it).
+ */
 export const train = (config: TrainConfig, opts: TrainOptions) =>
+  Effect.scoped(
+    Effect.gen(function* () {
+      yield* lockRunDirectory(opts.out);
+      return yield* trainLocked(config, opts);
+    }),
+  );
+
+const trainLocked = (config: TrainConfig, opts: TrainOptions) =>
   Effect.gen(function* () {
     const gpu = yield* Gpu;
-    const started = performance.now();
     const checkpoints = `${opts.out}/checkpoints`;
     if (opts.fresh) {
       const archived = yield* archive(opts.out);
       if (archived) yield* Effect.logInfo(`--fresh: the previous run in ${opts.out} was moved to ${archived}`);
     }
     const resume: Checkpoint | undefined = yield* findCheckpoint(checkpoints, opts);
-    const json = configJson(config);
-    const hash = yield* configHash(json);
+    const identity = runIdentity(config);
+    const hash = yield* configHash(identity);
     if (resume !== undefined && resume.manifest.configHash !== hash) {
-      const keys = configDiff(resume.manifest.config, json);
+      const keys = configDiff(resume.manifest.config, configJson(config));
+      const cosine = keys.includes("epochs") && config.optimizer.schedule === "cosine"
+        ? " A cosine schedule's rates all depend on the epoch count, so a cosine run cannot be extended: " +
+          "use optimizer.schedule: step to extend runs, or start a new run."
+        : "";
       return yield* new ConfigMismatch({
         keys,
-        message: `the config differs from the one of checkpoint ${resume.manifestPath} in: ${keys.join(", ")}. ` +
-          `Use the same config to resume, or pass --fresh to start a new run (the old one is archived).`,
+        message: `the config differs from the one of checkpoint ${resume.manifestPath} in: ${keys.join(", ")}.` +
+          `${cosine} Use the same config to resume, or pass --fresh to start a new run (the old one is archived).`,
       });
     }
-    yield* Effect.promise(() => Deno.mkdir(opts.out, { recursive: true }));
 
     const dataset = yield* loadDataset(config.train);
+    yield* checkDatasetFits(config, dataset.info.n);
     const preset = presetOf(config);
     yield* Effect.logInfo(
       `dataset ${dataset.info.name}: ${dataset.info.n} images ${dataset.info.channels}x${dataset.info.height}x` +
@@ -500,6 +612,10 @@ export const train = (config: TrainConfig, opts: TrainOptions) =>
       step: 0,
       prototypes: undefined,
       lastCheckpoint: "",
+      sums: noSums(),
+      carried: { seconds: 0, elapsed: 0 },
+      mstepStarted: 0,
+      epochStarted: 0,
     };
     if (resume !== undefined) {
       run.prototypes = restoreTensors(gpu, mstep, resume);
@@ -507,6 +623,11 @@ export const train = (config: TrainConfig, opts: TrainOptions) =>
       run.step = resume.manifest.step;
       run.metrics = [...resume.manifest.metrics] as EpochMetrics[];
       run.lastCheckpoint = resume.manifestPath;
+      const p = resume.manifest.progress;
+      if (p !== undefined) {
+        const { seconds, elapsed, ...sums } = p;
+        [run.sums, run.carried] = [sums, { seconds, elapsed }];
+      }
       yield* Effect.logInfo(
         `resuming from ${resume.manifestPath}: epoch ${run.epoch}, step ${run.step}/` +
           `${sampler.stepsPerEpoch}`,
@@ -516,9 +637,11 @@ export const train = (config: TrainConfig, opts: TrainOptions) =>
     const store = ArtifactStore.directory(`${opts.out}/artifacts`);
     for (let epoch = firstEpoch; epoch < config.epochs; epoch++) {
       run.current = epoch;
+      if (run.epoch !== epoch) run.carried = { seconds: 0, elapsed: 0 };
+      run.epochStarted = performance.now() - 1000 * run.carried.elapsed;
       const withPrototypes = config.pcl.enabled && epoch >= config.warmupEpochs;
       const plan = withPrototypes ? pclEpoch(run) : infoNceEpoch(run);
-      yield* runPipeline(plan, epoch, { run: `epoch-${epoch}`, config: json, from: "train" }).pipe(
+      yield* runPipeline(plan, epoch, { run: `epoch-${epoch}`, config: identity, from: "train" }).pipe(
         Effect.provide(store),
         Effect.annotateLogs({ epoch }),
       );
@@ -544,7 +667,7 @@ export const train = (config: TrainConfig, opts: TrainOptions) =>
       report,
       metrics: run.metrics,
       checkpoint: run.lastCheckpoint,
-      seconds: (performance.now() - started) / 1000,
+      seconds: trainingSeconds(run.metrics),
       resumedFrom: resume?.manifestPath,
       dataset,
       mstep,

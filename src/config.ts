@@ -109,12 +109,30 @@ export class ConfigError extends Schema.TaggedError<ConfigError>()("ConfigError"
   message: Schema.String,
 }) {}
 
-/** Decodes a config value: every problem with its path in one message, unknown keys refused. */
-export const decodeConfig = (raw: unknown, path = "<config>") =>
-  Schema.decodeUnknownEffect(TrainConfig)(raw ?? {}, { errors: "all", onExcessProperty: "error" }).pipe(
-    Effect.mapError((e) => new ConfigError({ path, message: `${path}: invalid config\n${e.message}` })),
-    Effect.flatMap((c) => checkConsistency(c, path)),
-  );
+/**
+ * Decodes a config value: every problem with its path in one message, unknown keys refused. `overrides` (the command
+ * line's `--epochs` and the like) are merged into `raw` first, so they meet the same schema and cross-field rules.
+ */
+export const decodeConfig = (raw: unknown, path = "<config>", overrides: Record<string, unknown> = {}) =>
+  Effect.gen(function* () {
+    if (raw === null || raw === undefined) {
+      return yield* new ConfigError({ path, message: `${path}: empty config: start from pipelines/mnist.yaml` });
+    }
+    const merged: unknown = isObject(raw) ? merge(raw, overrides) : raw;
+    const c = yield* Schema.decodeUnknownEffect(TrainConfig)(merged, { errors: "all", onExcessProperty: "error" }).pipe(
+      Effect.mapError((e) => new ConfigError({ path, message: `${path}: invalid config\n${e.message}` })),
+    );
+    return yield* checkConsistency(c, path);
+  });
+
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v);
+
+/** `over` merged into `base`, objects key by key, anything else replaced. */
+const merge = (base: Record<string, unknown>, over: Record<string, unknown>): Record<string, unknown> => {
+  const out = { ...base };
+  for (const [k, v] of Object.entries(over)) out[k] = isObject(v) && isObject(base[k]) ? merge(base[k], v) : v;
+  return out;
+};
 
 /** Rules across fields that the schema cannot state. */
 const checkConsistency = (c: TrainConfig, path: string) => {
@@ -133,8 +151,21 @@ const checkConsistency = (c: TrainConfig, path: string) => {
     : Effect.fail(new ConfigError({ path, message: `${path}: invalid config\n${problems.join("\n")}` }));
 };
 
-/** Reads and decodes a YAML config file. */
-export const loadConfig = (path: string) =>
+/** Rules that need the training set's size `n`: checked once it is loaded, before the first step. */
+export const checkDatasetFits = (c: TrainConfig, n: number) => {
+  const problems: string[] = [];
+  if (n < c.batchSize) {
+    problems.push(`batchSize (${c.batchSize}) is more than the ${n} training images: an epoch would have no step`);
+  }
+  const k = Math.max(...c.pcl.clusters);
+  if (c.pcl.enabled && k > n) problems.push(`pcl.clusters: K = ${k} is more than the ${n} training images`);
+  return problems.length === 0 ? Effect.void : Effect.fail(
+    new ConfigError({ path: "train", message: `the config does not fit its training set\n${problems.join("\n")}` }),
+  );
+};
+
+/** Reads and decodes a YAML config file, with command-line overrides (see `decodeConfig`). */
+export const loadConfig = (path: string, overrides: Record<string, unknown> = {}) =>
   Effect.gen(function* () {
     const text = yield* Effect.tryPromise({
       try: () => Deno.readTextFile(path),
@@ -144,12 +175,23 @@ export const loadConfig = (path: string) =>
       try: () => YAML.parse(text) as unknown,
       catch: (e) => new ConfigError({ path, message: `${path}: YAML syntax: ${(e as Error).message}` }),
     });
-    return yield* decodeConfig(raw, path);
+    return yield* decodeConfig(raw, path, overrides);
   });
 
 /** The config as plain JSON (what is hashed, saved in checkpoints and compared on resume). */
 export const configJson = (c: TrainConfig): Record<string, unknown> =>
   Schema.encodeSync(TrainConfig)(c) as unknown as Record<string, unknown>;
+
+/**
+ * What identifies a run, for resuming and for the artifacts' keys: the config without `epochs`, so that `--epochs N`
+ * extends a finished run. The schedule's horizon stays in it: a cosine schedule's rates all depend on the epoch count
+ * (lr·½(1 + cos(π·epoch/epochs))), so extending a cosine run would change the epochs already trained and is refused;
+ * a step schedule does not depend on it.
+ */
+export const runIdentity = (c: TrainConfig): Record<string, unknown> => {
+  const { epochs: _, ...rest } = configJson(c);
+  return c.optimizer.schedule === "cosine" ? { ...rest, cosineHorizon: c.epochs } : rest;
+};
 
 /** Dotted paths whose values differ between two JSON values (for "config differs from the checkpoint's"). */
 export const configDiff = (a: unknown, b: unknown, prefix = ""): string[] => {

@@ -5,19 +5,30 @@
 import { Cause, Effect, Exit, Layer, Logger, Option, References } from "effect";
 import { Argument, Command, Flag } from "effect/cli";
 import { loadConfig, TrainConfig } from "../config.ts";
+import { PCL_KMEANS } from "../stages/cluster.ts";
 import { classCounts } from "../data/dataset.ts";
 import { readSource } from "../data/source.ts";
 import { Gpu } from "../gpu/gpu.ts";
+import { writeFile } from "../io/atomic.ts";
 import { writeNpy } from "../io/npy.ts";
 import { encoder } from "../nn/models.ts";
-import { encoderSpec, evaluateUntrained, evaluationView, train, type TrainResult } from "../../pipelines/pcl.ts";
+import {
+  encoderSpec,
+  evaluateUntrained,
+  evaluationView,
+  type PhaseProgress,
+  type StepProgress,
+  train,
+  trainingSeconds,
+  type TrainResult,
+} from "../../pipelines/pcl.ts";
 import { loadDataset } from "../data/source.ts";
 import { loadCheckpoint } from "../stages/checkpoint.ts";
 import { prepareExtractor } from "../eval/features.ts";
 import type { EvaluationReport } from "../eval/mod.ts";
 import { DenoCliEnv } from "./env.ts";
 import { renderPreview } from "./stage_augment.ts";
-import { stageCluster } from "./stage_cluster.ts";
+import { runStageCluster } from "./stage_cluster.ts";
 
 const VERSION = "0.1.0";
 const DEFAULT_CONFIG = new URL("../../pipelines/mnist.yaml", import.meta.url).pathname;
@@ -59,6 +70,35 @@ const status = (() => {
   };
 })();
 
+const PHASES: Record<PhaseProgress["phase"], string> = {
+  encode: "E-step: encoding the training set",
+  cluster: "E-step: k-means",
+  concentration: "E-step: concentration φ",
+  evaluate: "evaluating",
+};
+
+/** The status line of a phase without steps: its label and a clock that keeps ticking until the next update. */
+const phaseStatus = (() => {
+  let timer: ReturnType<typeof setInterval> | undefined;
+  const stop = () => {
+    if (timer !== undefined) clearInterval(timer);
+    timer = undefined;
+  };
+  return {
+    start: (epochs: number, p: PhaseProgress) => {
+      stop();
+      const started = performance.now();
+      const draw = () =>
+        status.set(
+          `epoch ${p.epoch + 1}/${epochs} ${PHASES[p.phase]} (${((performance.now() - started) / 1000).toFixed(0)} s)`,
+        );
+      draw();
+      if (status.tty) timer = setInterval(draw, 1000);
+    },
+    stop,
+  };
+})();
+
 /** `12:03:04 INFO message`, on stderr, around the status line. */
 const logger = Logger.make(({ message, logLevel, date }) => {
   const text = Array.isArray(message) ? message.join(" ") : String(message);
@@ -73,7 +113,7 @@ const summary = (r: TrainResult, config: TrainConfig) => {
   const lines = [
     "",
     `Trained ${config.name}: ${r.metrics.length} epochs on ${r.dataset.info.n} ${r.dataset.info.name} images ` +
-    `in ${r.seconds.toFixed(0)} s${r.resumedFrom ? ` (resumed from ${r.resumedFrom})` : ""}`,
+    `in ${r.seconds.toFixed(0)} s${r.resumedFrom ? ` (resumes included; resumed from ${r.resumedFrom})` : ""}`,
   ];
   if (last && first) {
     lines.push(
@@ -87,7 +127,7 @@ const summary = (r: TrainResult, config: TrainConfig) => {
       );
     }
     const speed = r.metrics.reduce((s, m) => s + m.imagesPerSecond, 0) / r.metrics.length;
-    lines.push(`  ${speed.toFixed(0)} images/s on average`);
+    lines.push(`  ${speed.toFixed(0)} images/s on average (M-step); training time ${r.seconds.toFixed(0)} s`);
     const e = last.evaluation;
     if (e) {
       lines.push(
@@ -111,17 +151,36 @@ const summary = (r: TrainResult, config: TrainConfig) => {
   return lines.join("\n");
 };
 
-const epochsFlag = Flag.Int("epochs").pipe(Flag.withDescription("override the config's epochs"), Flag.optional);
+const epochsFlag = Flag.Int("epochs").pipe(
+  Flag.withDescription("override the config's epochs (a finished run with a step schedule is extended)"),
+  Flag.optional,
+);
 
-/** The config file, with `--epochs` applied (the constructor validates the override). */
+/** The config file with `--epochs` merged in before decoding: an override meets the YAML's rules and paths. */
 const configWithEpochs = (o: { readonly config: string; readonly epochs: Option.Option<number> }) =>
-  Effect.map(
-    loadConfig(o.config),
-    (loaded) => Option.isSome(o.epochs) ? new TrainConfig({ ...loaded, epochs: o.epochs.value }) : loaded,
+  loadConfig(o.config, Option.isSome(o.epochs) ? { epochs: o.epochs.value } : {});
+
+/** An integer flag with a lower bound: anything below it is a usage error naming the flag. */
+const intAtLeast = (name: string, min: number, description: string) =>
+  Flag.Int(name).pipe(
+    Flag.withDescription(description),
+    Flag.filter((v) => v >= min, (v) => `--${name} must be an integer >= ${min}, not ${v}`),
   );
 
 const outFlag = (description: string) =>
   Flag.String("out").pipe(Flag.withAlias("o"), Flag.withDescription(description), Flag.optional);
+
+/**
+ * Seconds left: this epoch's remaining steps at the current speed, then each later epoch at the mean wall time of the
+ * finished ones (E-step and evaluation included), or at the M-step's speed before any epoch has finished.
+ */
+const eta = (p: StepProgress, config: TrainConfig) => {
+  const stepSeconds = config.batchSize / Math.max(p.imagesPerSecond, 1e-9);
+  const later = config.epochs - p.epoch - 1;
+  return Math.ceil(
+    (p.stepsPerEpoch - p.step) * stepSeconds + later * (p.epochSeconds ?? p.stepsPerEpoch * stepSeconds),
+  );
+};
 
 const trainCommand = Command.make("train", {
   config: configFlag,
@@ -145,7 +204,9 @@ const trainCommand = Command.make("train", {
       fresh: o.fresh,
       ...(Option.isSome(o.fromCheckpoint) ? { fromCheckpoint: o.fromCheckpoint.value } : {}),
       stop,
-      onStep: (p) =>
+      onPhase: (p) => phaseStatus.start(config.epochs, p),
+      onStep: (p) => {
+        phaseStatus.stop();
         status.set(
           `epoch ${p.epoch + 1}/${config.epochs} step ${p.step}/${p.stepsPerEpoch}  ${
             p.imagesPerSecond.toFixed(0)
@@ -156,14 +217,10 @@ const trainCommand = Command.make("train", {
                   ? `  Acc@Proto ${p.last.accProto.map((v) => (100 * v).toFixed(0)).join("/")}%`
                   : "")
               : "") +
-            `  ETA ${
-              Math.ceil(
-                ((config.epochs - p.epoch - 1) * p.stepsPerEpoch + p.stepsPerEpoch - p.step) * config.batchSize /
-                  Math.max(p.imagesPerSecond, 1e-9),
-              )
-            } s`,
-        ),
-    }).pipe(Effect.provide(Gpu.layer), Effect.ensuring(Effect.sync(status.done)));
+            `  ETA ${eta(p, config)} s`,
+        );
+      },
+    }).pipe(Effect.provide(Gpu.layer), Effect.ensuring(Effect.sync(() => (phaseStatus.stop(), status.done()))));
     console.log(summary(result, config));
   })).pipe(Command.withDescription("Train PCL as configured; resumes the run in --out when there is one"));
 
@@ -208,9 +265,7 @@ const compareCommand = Command.make("compare", {
     for (const [i, [label, config]] of variants.entries()) {
       yield* Effect.logInfo(`compare: training ${label} in ${out}/${i}`);
       const r = yield* train(config, { out: `${out}/${i}`, stop }).pipe(Effect.provide(Gpu.layer));
-      rows.push(
-        row(label, r.metrics.at(-1)?.evaluation, `${r.metrics.reduce((s, m) => s + m.seconds, 0).toFixed(0)} s`),
-      );
+      rows.push(row(label, r.metrics.at(-1)?.evaluation, `${trainingSeconds(r.metrics).toFixed(0)} s`));
     }
     yield* Effect.logInfo("compare: evaluating the untrained encoder (same seed) as the random baseline");
     rows.push(row("random encoder (untrained)", yield* evaluateUntrained(base).pipe(Effect.provide(Gpu.layer)), "-"));
@@ -234,8 +289,8 @@ const loadCommand = Command.make("load", { config: configFlag }, (o) =>
 const augmentCommand = Command.make("augment", {
   config: configFlag,
   preview: Flag.String("preview").pipe(Flag.withDescription("PNG to write: originals and their augmented views")),
-  n: Flag.Int("n").pipe(Flag.withDescription("images"), Flag.withDefault(8)),
-  views: Flag.Int("views").pipe(Flag.withDescription("views per image"), Flag.withDefault(4)),
+  n: intAtLeast("n", 1, "images").pipe(Flag.withDefault(8)),
+  views: intAtLeast("views", 1, "views per image").pipe(Flag.withDefault(4)),
 }, (o) =>
   Effect.gen(function* () {
     const config = yield* loadConfig(o.config);
@@ -250,7 +305,7 @@ const augmentCommand = Command.make("augment", {
       step: 0,
       zoom: 4,
     }).pipe(Effect.provide(Gpu.layer));
-    yield* Effect.promise(() => Deno.writeFile(o.preview, preview.png));
+    yield* writeFile(o.preview, preview.png);
     console.log(`wrote ${o.preview} (${preview.width}x${preview.height})`);
   })).pipe(Command.withDescription("Write a preview grid of the config's augmentation as a PNG"));
 
@@ -282,35 +337,51 @@ const encodeCommand = Command.make("encode", {
     Command.withDescription("Encode the training set with a checkpoint's momentum encoder into a .npy file"),
   );
 
-const optionalInt = (name: string, description: string) =>
-  Flag.Int(name).pipe(Flag.withDescription(description), Flag.optional);
+/** `--k 10,20,40`: distinct integers >= 2. */
+const parseKs = (text: string) => {
+  const ks = text.split(",").map((s) => Number(s.trim()));
+  return ks.every((k) => Number.isSafeInteger(k) && k >= 2) && new Set(ks).size === ks.length
+    ? Option.some(ks)
+    : Option.none();
+};
 
 const clusterCommand = Command.make("cluster", {
   features: Flag.String("features").pipe(Flag.withDescription("N x d float32 features: .npy or .safetensors")),
   tensor: Flag.String("tensor").pipe(Flag.withDescription("the tensor's name in a .safetensors file"), Flag.optional),
-  k: Flag.String("k").pipe(Flag.withDescription("the K of each clustering, comma-separated (e.g. 10,20,40)")),
-  iters: optionalInt("iters", "Lloyd iterations (default 20)"),
-  nredo: optionalInt("nredo", "restarts, keeping the lowest objective (default 5)"),
-  seed: optionalInt("seed", "the K at position i uses seed + i (default 0)"),
-  maxPoints: optionalInt("max-points-per-centroid", "subsample to K times this many points (default 1000)"),
+  k: Flag.String("k").pipe(
+    Flag.withDescription("the K of each clustering, comma-separated (e.g. 10,20,40)"),
+    Flag.filterMap(parseKs, (text) => `--k must list distinct integers >= 2, not '${text}'`),
+  ),
+  iters: intAtLeast("iters", 1, "Lloyd iterations").pipe(Flag.withDefault(PCL_KMEANS.niter)),
+  nredo: intAtLeast("nredo", 1, "restarts, keeping the lowest objective").pipe(Flag.withDefault(PCL_KMEANS.nredo)),
+  seed: intAtLeast("seed", 0, "the K at position i uses seed + i").pipe(Flag.withDefault(PCL_KMEANS.seed)),
+  maxPoints: intAtLeast("max-points-per-centroid", 1, "subsample to K times this many points").pipe(
+    Flag.withDefault(PCL_KMEANS.maxPointsPerCentroid),
+  ),
   spherical: Flag.Boolean("spherical").pipe(Flag.withDescription("normalise centroids"), Flag.withDefault(false)),
-  temperature: Flag.Finite("temperature").pipe(Flag.withDescription("also write φ, rescaled to mean τ"), Flag.optional),
+  temperature: Flag.Finite("temperature").pipe(
+    Flag.withDescription("also write φ, rescaled to mean τ"),
+    Flag.filter((t) => t > 0, (t) => `--temperature must be a positive number, not ${t}`),
+    Flag.optional,
+  ),
   out: Flag.String("out").pipe(Flag.withDescription("the prototypes file (.safetensors)")),
-}, (o) => {
-  // The standalone entry point's own parser does the checking: one set of rules for both ways in.
-  const args = ["--features", o.features, "--k", o.k, "--out", o.out];
-  const add = (name: string, v: Option.Option<number | string>) => {
-    if (Option.isSome(v)) args.push(`--${name}`, String(v.value));
-  };
-  add("tensor", o.tensor);
-  add("iters", o.iters);
-  add("nredo", o.nredo);
-  add("seed", o.seed);
-  add("max-points-per-centroid", o.maxPoints);
-  add("temperature", o.temperature);
-  if (o.spherical) args.push("--spherical");
-  return stageCluster(args).pipe(Effect.provide(Gpu.layer));
-}).pipe(Command.withDescription("k-means (and φ with --temperature) of a features file, into a safetensors file"));
+}, (o) =>
+  runStageCluster({
+    features: o.features,
+    tensor: Option.getOrUndefined(o.tensor),
+    out: o.out,
+    temperature: Option.getOrUndefined(o.temperature),
+    options: {
+      ks: o.k,
+      niter: o.iters,
+      nredo: o.nredo,
+      seed: o.seed,
+      maxPointsPerCentroid: o.maxPoints,
+      spherical: o.spherical,
+    },
+  }).pipe(Effect.provide(Gpu.layer))).pipe(
+    Command.withDescription("k-means (and φ with --temperature) of a features file, into a safetensors file"),
+  );
 
 const inspectCommand = Command.make(
   "checkpoint",
@@ -321,7 +392,8 @@ const inspectCommand = Command.make(
       const m = c.manifest;
       console.log(`${o.manifest}: verified (${m.tensors.bytes} bytes, sha256 ${m.tensors.sha256.slice(0, 16)}...)`);
       console.log(
-        `epoch ${m.epoch}, step ${m.step}/${m.stepsPerEpoch}, queue pointer ${m.queuePointer}, config ${m.configHash}`,
+        `epoch ${m.epoch + 1}, step ${m.step}/${m.stepsPerEpoch}, queue pointer ${m.queuePointer}, ` +
+          `config ${m.configHash}`,
       );
       console.log(
         `${c.tensors.size} tensors; metrics of ${m.metrics.length} epochs; written ${m.createdAt} on ${m.adapter}`,

@@ -2,7 +2,7 @@
  * The E-step alone, on a features file: k-means for each K, then φ when a temperature is given, written as one
  * safetensors file that PyTorch or NumPy can read.
  *
- *   deno run -A src/cli/stage_cluster.ts --features feats.npy --k 10,20,40 \
+ *   deno task stage cluster --features feats.npy --k 10,20,40 \
  *     [--iters 20 --nredo 5 --seed 0 --max-points-per-centroid 1000 --spherical --temperature 0.2] \
  *     --out protos.safetensors
  *
@@ -12,32 +12,11 @@
  * the size), `k{K}.distances` [N] F32 (squared), and `k{K}.concentration` [K] F32 with --temperature. The header's
  * `__metadata__` holds JSON strings: `format`, `ks`, `options`, and `k{K}` (objective, restarts, splits, seed).
  */
-import { parseArgs } from "node:util";
-import { Cause, Effect, Exit, Schema } from "effect";
-import { Gpu } from "../gpu/gpu.ts";
+import { Effect } from "effect";
 import { readNpyMatrix } from "../io/npy.ts";
 import { readSafetensors, type SafeTensor, SafetensorsError, writeSafetensors } from "../io/safetensors.ts";
-import { cluster, type ClusterOptions, type Matrix, PCL_KMEANS } from "../stages/cluster.ts";
+import { cluster, type ClusterOptions, type Matrix } from "../stages/cluster.ts";
 import { concentration } from "../stages/concentration.ts";
-
-export class UsageError extends Schema.TaggedError<UsageError>()("UsageError", { message: Schema.String }) {}
-
-export const USAGE = `usage: stage_cluster --features FILE.npy|FILE.safetensors [--tensor NAME] --k K1,K2,...
-         [--iters ${PCL_KMEANS.niter}] [--nredo ${PCL_KMEANS.nredo}] [--seed ${PCL_KMEANS.seed}] ` +
-  `[--max-points-per-centroid ${PCL_KMEANS.maxPointsPerCentroid}] [--spherical]
-         [--temperature TAU] --out FILE.safetensors`;
-
-const usage = (message: string) => new UsageError({ message: `${message}\n${USAGE}` });
-
-const integer = (name: string, text: string | undefined, fallback: number, min: number) =>
-  Effect.gen(function* () {
-    if (text === undefined) return fallback;
-    const v = Number(text);
-    if (!Number.isSafeInteger(v) || v < min) {
-      return yield* usage(`--${name} must be an integer >= ${min}, not '${text}'`);
-    }
-    return v;
-  });
 
 /** The features matrix of a `.npy` or `.safetensors` file. */
 export const readFeatures = (file: string, tensor?: string) =>
@@ -71,60 +50,6 @@ export interface StageClusterArgs {
   readonly temperature: number | undefined;
   readonly options: ClusterOptions;
 }
-
-/** The command line, checked; a UsageError (with the usage text) otherwise. Needs no GPU. */
-export const parseStageClusterArgs = (args: ReadonlyArray<string>) =>
-  Effect.gen(function* () {
-    const parsed = yield* Effect.try({
-      try: () =>
-        parseArgs({
-          args: [...args],
-          options: {
-            features: { type: "string" },
-            tensor: { type: "string" },
-            k: { type: "string" },
-            iters: { type: "string" },
-            nredo: { type: "string" },
-            seed: { type: "string" },
-            "max-points-per-centroid": { type: "string" },
-            spherical: { type: "boolean" },
-            temperature: { type: "string" },
-            out: { type: "string" },
-          },
-          strict: true,
-          allowPositionals: false,
-        }).values,
-      catch: (e) => usage((e as Error).message),
-    });
-    if (parsed.features === undefined) return yield* usage("--features is required");
-    if (parsed.out === undefined) return yield* usage("--out is required");
-    if (parsed.k === undefined) return yield* usage("--k is required (e.g. --k 10,20,40)");
-    const ks = parsed.k.split(",").map((s) => Number(s.trim()));
-    if (ks.some((k) => !Number.isSafeInteger(k) || k < 2) || new Set(ks).size !== ks.length) {
-      return yield* usage(`--k must list distinct integers >= 2, not '${parsed.k}'`);
-    }
-    let temperature: number | undefined;
-    if (parsed.temperature !== undefined) {
-      temperature = Number(parsed.temperature);
-      if (!(temperature > 0 && Number.isFinite(temperature))) {
-        return yield* usage(`--temperature must be a positive number, not '${parsed.temperature}'`);
-      }
-    }
-    const options: ClusterOptions = {
-      ks,
-      niter: yield* integer("iters", parsed.iters, PCL_KMEANS.niter, 0),
-      nredo: yield* integer("nredo", parsed.nredo, PCL_KMEANS.nredo, 1),
-      seed: yield* integer("seed", parsed.seed, PCL_KMEANS.seed, 0),
-      maxPointsPerCentroid: yield* integer(
-        "max-points-per-centroid",
-        parsed["max-points-per-centroid"],
-        PCL_KMEANS.maxPointsPerCentroid,
-        1,
-      ),
-      spherical: parsed.spherical ?? false,
-    };
-    return { features: parsed.features, tensor: parsed.tensor, out: parsed.out, temperature, options };
-  });
 
 /** Reads the features, clusters, writes the file; returns what it wrote, for logs and tests. */
 export const runStageCluster = ({ features: file, tensor, out, temperature, options }: StageClusterArgs) =>
@@ -167,19 +92,8 @@ export const runStageCluster = ({ features: file, tensor, out, temperature, opti
     return { file: out, tensors: [...tensors.keys()], metadata };
   });
 
-/** The whole command on its arguments (parse, then run). */
-export const stageCluster = (args: ReadonlyArray<string>) =>
-  parseStageClusterArgs(args).pipe(Effect.flatMap(runStageCluster));
-
 if (import.meta.main) {
-  // The device is acquired only once the arguments are known to be good.
-  const program = parseStageClusterArgs(Deno.args).pipe(
-    Effect.flatMap((args) => runStageCluster(args).pipe(Effect.provide(Gpu.layer))),
-  );
-  const exit = await Effect.runPromiseExit(program);
-  if (Exit.isFailure(exit)) {
-    const e = Cause.squash(exit.cause) as { message?: string };
-    console.error(e?.message ?? String(e));
-    Deno.exit(e instanceof UsageError ? 2 : 1);
-  }
+  // One parser for both ways in: this entry point is `pcl stage cluster`.
+  const { main } = await import("./main.ts");
+  Deno.exit(await main(["stage", "cluster", ...Deno.args]));
 }

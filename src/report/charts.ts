@@ -71,13 +71,13 @@ interface Series {
 const over = (metrics: ReadonlyArray<EpochRecord>, value: (m: EpochRecord) => number | null | undefined): Point[] =>
   metrics.flatMap((m) => {
     const y = value(m);
-    return y === undefined ? [] : [{ x: m.epoch, y: finite(y) }];
+    return y === undefined ? [] : [{ x: m.epoch + 1, y: finite(y) }];
   });
 
 /** The epochs of the run, so that every curve chart spans the same x range (one epoch: Chart.js's default). */
 const epochRange = (metrics: ReadonlyArray<EpochRecord>) => {
   const first = metrics[0]?.epoch, last = metrics.at(-1)?.epoch;
-  return first !== undefined && last !== undefined && last > first ? { min: first, max: last } : {};
+  return first !== undefined && last !== undefined && last > first ? { min: first + 1, max: last + 1 } : {};
 };
 
 const lineChart = (

@@ -53,6 +53,7 @@ const EpochCore = Schema.Struct({
   accProto: Schema.Array(Value),
   seconds: Value,
   imagesPerSecond: Value,
+  elapsed: Schema.optionalKey(Value),
 });
 
 export type EpochRecord = typeof EpochCore.Type & {

@@ -71,9 +71,9 @@ const summary = (metrics: ReadonlyArray<EpochRecord>, ks: readonly number[], epo
     ...last.accProto.map((v, m) => [`Acc@Proto ${kName(ks, m)}`, pct(v)]),
     ["learning rate", sig(last.lr)],
     ["images / s", num(last.imagesPerSecond, 0)],
-    ["training time", `${num(metrics.reduce((s, m) => s + (m.seconds ?? 0), 0), 1)} s`],
+    ["training time", `${num(metrics.reduce((s, m) => s + (m.elapsed ?? m.seconds ?? 0), 0), 1)} s`],
   ];
-  let html = `<div class="tables"><div><h3>Training, epoch ${last.epoch}</h3>${table(["", ""], rows, "kv")}</div>`;
+  let html = `<div class="tables"><div><h3>Training, epoch ${last.epoch + 1}</h3>${table(["", ""], rows, "kv")}</div>`;
   const evaluated = metrics.findLast((m) => m.evaluation !== undefined);
   if (evaluated?.evaluation !== undefined) {
     const e = evaluated.evaluation;
@@ -86,12 +86,12 @@ const summary = (metrics: ReadonlyArray<EpochRecord>, ks: readonly number[], epo
       ["ARI", pct(e.clustering?.ari)],
       ["ACC", pct(e.clustering?.acc)],
     ];
-    html += `<div><h3>Evaluation, epoch ${evaluated.epoch}</h3>${table(["", ""], evRows, "kv")}</div>`;
+    html += `<div><h3>Evaluation, epoch ${evaluated.epoch + 1}</h3>${table(["", ""], evRows, "kv")}</div>`;
   }
   const scored = metrics.findLast((m) => m.estep !== undefined && m.estep.length > 0);
   if (scored?.estep !== undefined) {
     const esRows = scored.estep.map((s) => [`K=${s.k}`, pct(s.ami), pct(s.nmi), pct(s.ari), pct(s.acc)]);
-    html += `<div><h3>E-step vs labels, epoch ${scored.epoch}</h3>${
+    html += `<div><h3>E-step vs labels, epoch ${scored.epoch + 1}</h3>${
       table(["", "AMI", "NMI", "ARI", "ACC"], esRows)
     }</div>`;
   }
@@ -115,7 +115,7 @@ const allEpochs = (metrics: ReadonlyArray<EpochRecord>, ks: readonly number[]) =
     "images/s",
   ];
   const rows = metrics.map((r) => [
-    String(r.epoch),
+    String(r.epoch + 1),
     sig(r.lr),
     num(r.infoNce),
     pct(r.accInst),
@@ -247,7 +247,7 @@ export const reportHtml = (run: RunData, chartLib: ChartLibrary, options: PageOp
       "checkpoint",
       m === undefined || run.manifestPath === undefined
         ? "none"
-        : `${run.manifestPath.split("/").at(-1)} (epoch ${m.epoch}, step ${m.step}/${m.stepsPerEpoch}${
+        : `${run.manifestPath.split("/").at(-1)} (epoch ${m.epoch + 1}, step ${m.step}/${m.stepsPerEpoch}${
           m.createdAt ? `, ${m.createdAt}` : ""
         })`,
     ],
@@ -264,7 +264,7 @@ export const reportHtml = (run: RunData, chartLib: ChartLibrary, options: PageOp
       `checkpoint (it has not got past warm-up, or it trains without prototypes).</p>`
     : `<p>From ${esc(estep.source === "artifact" ? "the concentration artifact" : "the checkpoint")} <code>${
       esc(estep.file)
-    }</code>: the E-step that opened epoch ${estep.epoch}.</p>` +
+    }</code>: the E-step that opened epoch ${estep.epoch + 1}.</p>` +
       estep.clusterings.map((c, i) => clusteringSection(c, i, run.dataset, galleryOptions, charts)).join("");
 
   const evaluationHtml = evaluation.length === 0
@@ -294,8 +294,8 @@ ${run.metrics.length > 0 ? allEpochs(run.metrics, ks) : ""}
 </section>
 <section id="training">
 <h2>Training</h2>
-<p class="hint">Per-epoch means of the training steps; epochs are numbered from 0, as in metrics.jsonl,
-checkpoints/ and artifacts/.</p>
+<p class="hint">Per-epoch means of the training steps; epochs are numbered from 1, as the progress line does
+(the files metrics.jsonl, checkpoints/ and artifacts/ count from 0).</p>
 <div class="grid">${training.map(chartBox).join("")}</div>
 </section>
 <section id="evaluation">

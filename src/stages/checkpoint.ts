@@ -10,9 +10,19 @@ import { writeFileAtomic } from "../io/atomic.ts";
  * parameters and BN buffers under PyTorch names prefixed `encoder_q.` / `encoder_k.`, the SGD momentum buffers
  * `optimizer.momentum_buffer.<name>`, the `queue`, and the current `prototypes.<m>.*`), and `ckpt-EEEE-SSSSSS.json`,
  * the manifest: position, config, metrics so far and the SHA-256 of the tensors file. Each is written to a temporary
- * name and renamed, the manifest last, so a manifest only ever names a complete tensors file.
+ * name and renamed, the manifest last, so a manifest only ever names a complete tensors file. The manifest carries the
+ * SHA-256 of its own other fields (`digest`), so an edited position or config is refused like a corrupt tensor file.
  */
-export const FORMAT = "pcl-webgpu-checkpoint/1";
+export const FORMAT = "pcl-webgpu-checkpoint/2";
+
+/** The running sums of an epoch in progress: losses and accuracies summed over `steps` steps. */
+export interface EpochSums {
+  readonly steps: number;
+  readonly infoNce: number;
+  readonly accInst: number;
+  readonly protoNce: readonly number[];
+  readonly accProto: readonly number[];
+}
 
 export class CheckpointError extends Schema.TaggedError<CheckpointError>()("CheckpointError", {
   path: Schema.String,
@@ -31,9 +41,12 @@ export interface Manifest {
   /** Randomness is counter-based, keyed by (seed, epoch, step, ...): the position above is all there is to restore. */
   readonly rng: string;
   readonly metrics: readonly unknown[];
+  /** A checkpoint within an epoch: the epoch's sums so far, its M-step seconds and its whole wall time so far. */
+  readonly progress?: EpochSums & { readonly seconds: number; readonly elapsed: number };
   readonly tensors: { readonly file: string; readonly bytes: number; readonly sha256: string };
   readonly adapter: string;
   readonly createdAt: string;
+  readonly digest: string;
 }
 
 export interface Checkpoint {
@@ -45,6 +58,12 @@ export interface Checkpoint {
 const sha256 = async (bytes: Uint8Array<ArrayBuffer>) =>
   Array.from(new Uint8Array(await crypto.subtle.digest("SHA-256", bytes)), (b) => b.toString(16).padStart(2, "0"))
     .join("");
+
+/** The SHA-256 of a manifest's fields other than `digest`, in the order they were written. */
+const manifestDigest = (m: Omit<Manifest, "digest">) => {
+  const { digest: _, ...rest } = m as Manifest;
+  return sha256(new TextEncoder().encode(JSON.stringify(rest)));
+};
 
 const stem = (epoch: number, step: number) => `ckpt-${String(epoch).padStart(4, "0")}-${String(step).padStart(6, "0")}`;
 
@@ -130,7 +149,7 @@ export const restoreTensors = (gpu: GpuContext, m: MStep, c: Checkpoint): Cluste
 export const saveCheckpoint = (
   dir: string,
   tensors: ReadonlyMap<string, SafeTensor>,
-  manifest: Omit<Manifest, "format" | "tensors" | "createdAt">,
+  manifest: Omit<Manifest, "format" | "tensors" | "createdAt" | "digest">,
   keep: number,
 ) =>
   Effect.tryPromise({
@@ -139,12 +158,13 @@ export const saveCheckpoint = (
       const name = stem(manifest.epoch, manifest.step);
       const bytes = formatSafetensors(tensors, { format: FORMAT });
       await writeFileAtomic(`${dir}/${name}.safetensors`, bytes);
-      const full: Manifest = {
+      const fields: Omit<Manifest, "digest"> = {
         format: FORMAT,
         ...manifest,
         tensors: { file: `${name}.safetensors`, bytes: bytes.length, sha256: await sha256(bytes) },
         createdAt: new Date().toISOString(),
       };
+      const full: Manifest = { ...fields, digest: await manifestDigest(fields) };
       await writeFileAtomic(`${dir}/${name}.json`, JSON.stringify(full, null, 2) + "\n");
       for (const old of (await listManifests(dir)).slice(keep)) {
         await Deno.remove(old).catch(() => {});
@@ -181,7 +201,15 @@ export const loadCheckpoint = (manifestPath: string) =>
       } catch (e) {
         throw bad(`unreadable manifest (${(e as Error).message})`);
       }
-      if (manifest.format !== FORMAT) throw bad(`unknown format '${manifest.format}' (expected ${FORMAT})`);
+      if (manifest.format !== FORMAT) {
+        throw bad(
+          `unknown format '${manifest.format}' (expected ${FORMAT})` +
+            (manifest.format === "pcl-webgpu-checkpoint/1" ? ": written by an older version; pass --fresh" : ""),
+        );
+      }
+      if (manifest.digest !== await manifestDigest(manifest)) {
+        throw bad("the manifest was edited or is corrupt (its digest does not match its fields)");
+      }
       const file = manifestPath.replace(/[^/]*$/, manifest.tensors.file);
       const bytes = await Deno.readFile(file).catch(() => {
         throw bad(`its tensors file ${file} is missing`);

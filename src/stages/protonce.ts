@@ -295,11 +295,12 @@ export class MStep {
       const valid = sampleColumns(h.selHost, h.im2cluster!, indices, h.k, this.config.negatives, draws, this.scratch);
       if (valid < n + this.config.negatives && !h.warned) {
         h.warned = true;
+        const free = valid - n;
         notes.push(
-          `clustering ${m} (K = ${h.k}): only ${
-            valid - n
-          } clusters are not a positive of the batch; using all of them ` +
-            `as negatives instead of ${this.config.negatives}`,
+          `clustering ${m} (K = ${h.k}): a batch of ${n} covers ${h.k - free} of the ${h.k} clusters, so ` +
+            `${free === 0 ? "no cluster is" : `only ${free} are`} left to sample the ${this.config.negatives} ` +
+            `negative prototypes from; ProtoNCE then contrasts each row with the batch's other prototypes` +
+            `${free === 0 ? "" : " and those free clusters"}, as the official code does when K is small`,
         );
       }
       h.loss.setValid(valid);

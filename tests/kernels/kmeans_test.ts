@@ -5,7 +5,7 @@ import { run } from "../../src/gpu/kernel.ts";
 import { read } from "../../src/gpu/kernel.ts";
 import * as K from "../../src/ops/kmeans.ts";
 import { cluster, type Clustering, kmeans, KMeansError, type Matrix } from "../../src/stages/cluster.ts";
-import { stageCluster } from "../../src/cli/stage_cluster.ts";
+import { runStageCluster } from "../../src/cli/stage_cluster.ts";
 import { writeNpy } from "../../src/io/npy.ts";
 import { readSafetensors } from "../../src/io/safetensors.ts";
 import { ArtifactStore, Pipeline, runPipeline } from "../../src/graph/mod.ts";
@@ -529,26 +529,19 @@ gpuTest(
 );
 
 gpuTest(
-  "CLI: stage_cluster on a tiny .npy writes a safetensors file with the expected tensors and metadata",
+  "stage cluster on a tiny .npy writes a safetensors file with the expected tensors and metadata",
   Effect.gen(function* () {
     const dir = yield* tempDir("pcl-");
     const { features: f } = blobs(120, 4, 3, 0.1, 131);
     yield* writeNpy(`${dir}/feats.npy`, f);
     const out = `${dir}/protos.safetensors`;
-    yield* stageCluster([
-      "--features",
-      `${dir}/feats.npy`,
-      "--k",
-      "3,5",
-      "--iters",
-      "4",
-      "--nredo",
-      "2",
-      "--temperature",
-      "0.2",
-      "--out",
+    yield* runStageCluster({
+      features: `${dir}/feats.npy`,
+      tensor: undefined,
       out,
-    ]);
+      temperature: 0.2,
+      options: { ks: [3, 5], niter: 4, nredo: 2, seed: 0, maxPointsPerCentroid: 1000, spherical: false },
+    });
     const { tensors, metadata } = yield* readSafetensors(out);
     const expected = [3, 5].flatMap((k) =>
       ["centroids", "prototypes", "im2cluster", "distances", "concentration"].map((t) => `k${k}.${t}`)

@@ -49,8 +49,11 @@ effectTest(
   Effect.gen(function* () {
     const config = yield* Effect.promise(() => decode(tinyConfig));
     const straight = yield* tempDir("pcl-straight-");
-    const result = yield* run(config, { out: straight });
+    const phases: string[] = [];
+    const result = yield* run(config, { out: straight, onPhase: (p) => phases.push(`${p.epoch}/${p.phase}`) });
     assert.equal(result.metrics.length, 2);
+    // The progress line hears of each E-step stage (warm-up has none; the tiny run has no evaluation).
+    assert.deepEqual(phases, ["1/encode", "1/cluster", "1/concentration"]);
     const reference = yield* finalTensors(straight);
     assert.equal(reference.name, "ckpt-0001-000008.json");
     for (

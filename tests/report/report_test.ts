@@ -152,23 +152,24 @@ effectTest(
     assertSelfContained(html);
     assert.match(html, /Chart\.js v4\.6\.1/, "Chart.js is inlined");
 
-    // Training curves: every epoch's value, ProtoNCE only after warm-up; fractions as percentages.
+    // Training curves: every epoch's value, ProtoNCE only after warm-up; fractions as percentages. A person reads
+    // epochs from 1 (the files count from 0).
     const loss = series("chart-loss");
     assert.deepEqual(Object.keys(loss), ["InfoNCE", "ProtoNCE K=3", "ProtoNCE K=5"]);
-    assert.deepEqual(loss["InfoNCE"], metrics.map((m) => ({ x: m.epoch, y: m.infoNce })));
-    assert.deepEqual(loss["ProtoNCE K=5"], [{ x: 1, y: metrics[1]!.protoNce[1] }]);
+    assert.deepEqual(loss["InfoNCE"], metrics.map((m) => ({ x: m.epoch + 1, y: m.infoNce })));
+    assert.deepEqual(loss["ProtoNCE K=5"], [{ x: 2, y: metrics[1]!.protoNce[1] }]);
     const acc = series("chart-accuracy");
-    assert.deepEqual(acc["Acc@Inst"], metrics.map((m) => ({ x: m.epoch, y: 100 * m.accInst })));
-    assert.deepEqual(acc["Acc@Proto K=3"], [{ x: 1, y: 100 * metrics[1]!.accProto[0]! }]);
-    assert.deepEqual(series("chart-lr")["lr"], metrics.map((m) => ({ x: m.epoch, y: m.lr })));
+    assert.deepEqual(acc["Acc@Inst"], metrics.map((m) => ({ x: m.epoch + 1, y: 100 * m.accInst })));
+    assert.deepEqual(acc["Acc@Proto K=3"], [{ x: 2, y: 100 * metrics[1]!.accProto[0]! }]);
+    assert.deepEqual(series("chart-lr")["lr"], metrics.map((m) => ({ x: m.epoch + 1, y: m.lr })));
 
     // Evaluation: a series has a point only where the epoch has that number.
     const ev = series("chart-eval-accuracy");
-    assert.deepEqual(ev["kNN k=20"], [{ x: 0, y: 41 }, { x: 1, y: 52 }]);
-    assert.deepEqual(ev["linear"], [{ x: 1, y: 61 }]);
-    assert.deepEqual(series("chart-eval-clustering")["AMI"], [{ x: 1, y: 33 }]);
-    assert.deepEqual(series("chart-estep-ami"), { "K=3": [{ x: 1, y: 12 }], "K=5": [{ x: 1, y: 22 }] });
-    assert.match(html, /Evaluation, epoch 1/);
+    assert.deepEqual(ev["kNN k=20"], [{ x: 1, y: 41 }, { x: 2, y: 52 }]);
+    assert.deepEqual(ev["linear"], [{ x: 2, y: 61 }]);
+    assert.deepEqual(series("chart-eval-clustering")["AMI"], [{ x: 2, y: 33 }]);
+    assert.deepEqual(series("chart-estep-ami"), { "K=3": [{ x: 2, y: 12 }], "K=5": [{ x: 2, y: 22 }] });
+    assert.match(html, /Evaluation, epoch 2/);
     assert.match(html, /<td>kNN k=200<\/td><td>47\.00%<\/td>/);
 
     // Histograms and galleries against the epoch-1 concentration artifact, read independently.
@@ -270,14 +271,17 @@ effectTest(
     yield* Effect.promise(() => Deno.remove(`${dir}/metrics.jsonl`));
     const fromManifest = yield* render(dir);
     assert.match(fromManifest.html, /metrics\.jsonl is missing: the curves come from the newest checkpoint/);
-    assert.deepEqual(fromManifest.series("chart-loss")["InfoNCE"], lines.map((m) => ({ x: m.epoch, y: m.infoNce })));
+    assert.deepEqual(
+      fromManifest.series("chart-loss")["InfoNCE"],
+      lines.map((m) => ({ x: (m.epoch as number) + 1, y: m.infoNce })),
+    );
 
     lines[1]!.evaluation = { knn: "high" };
     lines[1]!.infoNce = null; // a NaN loss, as JSON writes it: a gap in the curve
     yield* writeLines(dir, lines);
     const odd = yield* render(dir);
     assert.match(odd.html, /metrics\.jsonl:2: its &quot;evaluation&quot; field has an unexpected shape/);
-    assert.deepEqual(odd.series("chart-loss")["InfoNCE"], [{ x: 0, y: lines[0]!.infoNce }, { x: 1, y: null }]);
+    assert.deepEqual(odd.series("chart-loss")["InfoNCE"], [{ x: 1, y: lines[0]!.infoNce }, { x: 2, y: null }]);
     assert.ok(!odd.charts.has("chart-eval-accuracy"));
 
     // Without reloading the images, elsewhere.
