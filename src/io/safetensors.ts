@@ -5,9 +5,10 @@
  *
  * The header maps each tensor name to `{"dtype", "shape", "data_offsets": [begin, end]}` (offsets into the data
  * section) plus an optional `"__metadata__"` object of string values. Tensors must tile the data section exactly,
- * without gaps or overlaps, as the reference implementation requires. Dtypes: F32, I32, I64, U8.
+ * without gaps or overlaps, as the reference implementation requires. Dtypes: F64, F32, I64, I32, U32, I16, U16, I8, U8.
  *
- * A general container (a map name -> tensor): prototypes files now, checkpoints later.
+ * The one safetensors implementation: prototypes files and checkpoints use it directly, and the graph's tensor
+ * bundles (src/graph/codecs.ts, `BundleFromBytes`) are safetensors files written and read through it.
  */
 import { Effect, Schema } from "effect";
 import { writeFileAtomic } from "./atomic.ts";
@@ -17,13 +18,28 @@ export class SafetensorsError extends Schema.TaggedError<SafetensorsError>()("Sa
   message: Schema.String,
 }) {}
 
-export type SafeTensor =
-  | { readonly dtype: "F32"; readonly shape: readonly number[]; readonly data: Float32Array<ArrayBuffer> }
-  | { readonly dtype: "I32"; readonly shape: readonly number[]; readonly data: Int32Array<ArrayBuffer> }
-  | { readonly dtype: "I64"; readonly shape: readonly number[]; readonly data: BigInt64Array<ArrayBuffer> }
-  | { readonly dtype: "U8"; readonly shape: readonly number[]; readonly data: Uint8Array<ArrayBuffer> };
+/** The typed array that holds each safetensors dtype. */
+interface DataOf {
+  readonly F64: Float64Array<ArrayBuffer>;
+  readonly F32: Float32Array<ArrayBuffer>;
+  readonly I64: BigInt64Array<ArrayBuffer>;
+  readonly I32: Int32Array<ArrayBuffer>;
+  readonly U32: Uint32Array<ArrayBuffer>;
+  readonly I16: Int16Array<ArrayBuffer>;
+  readonly U16: Uint16Array<ArrayBuffer>;
+  readonly I8: Int8Array<ArrayBuffer>;
+  readonly U8: Uint8Array<ArrayBuffer>;
+}
 
-export type SafeDType = SafeTensor["dtype"];
+export type SafeDType = keyof DataOf;
+
+/** A tensor of a safetensors file: discriminated by `dtype`, so `t.dtype === "F32"` makes `t.data` a Float32Array. */
+export type SafeTensor = {
+  readonly [D in SafeDType]: { readonly dtype: D; readonly shape: readonly number[]; readonly data: DataOf[D] };
+}[SafeDType];
+
+/** Any typed array a safetensors file can hold. */
+export type SafeData = SafeTensor["data"];
 
 export interface SafeTensors {
   readonly tensors: ReadonlyMap<string, SafeTensor>;
@@ -31,24 +47,40 @@ export interface SafeTensors {
   readonly metadata: Readonly<Record<string, string>>;
 }
 
-const ITEM_SIZE: Record<SafeDType, number> = { F32: 4, I32: 4, I64: 8, U8: 1 };
+/** The constructor of each dtype's typed array, in the order the error messages list them. */
+const ARRAYS: {
+  readonly [D in SafeDType]: { new (buffer: ArrayBuffer): DataOf[D]; readonly BYTES_PER_ELEMENT: number };
+} = {
+  F64: Float64Array,
+  F32: Float32Array,
+  I64: BigInt64Array,
+  I32: Int32Array,
+  U32: Uint32Array,
+  I16: Int16Array,
+  U16: Uint16Array,
+  I8: Int8Array,
+  U8: Uint8Array,
+};
+
+const DTYPES = Object.keys(ARRAYS) as ReadonlyArray<SafeDType>;
+
+const itemSize = (dtype: SafeDType): number => ARRAYS[dtype].BYTES_PER_ELEMENT;
 
 /** The spec's bound on the header, which keeps a corrupt length from allocating gigabytes. */
 const MAX_HEADER = 100_000_000;
 
 const numel = (shape: readonly number[]) => shape.reduce((a, b) => a * b, 1);
 
-const typed = (dtype: SafeDType, shape: readonly number[], buffer: ArrayBuffer): SafeTensor => {
-  switch (dtype) {
-    case "F32":
-      return { dtype, shape, data: new Float32Array(buffer) };
-    case "I32":
-      return { dtype, shape, data: new Int32Array(buffer) };
-    case "I64":
-      return { dtype, shape, data: new BigInt64Array(buffer) };
-    case "U8":
-      return { dtype, shape, data: new Uint8Array(buffer) };
-  }
+const typed = (dtype: SafeDType, shape: readonly number[], buffer: ArrayBuffer): SafeTensor =>
+  ({ dtype, shape, data: new ARRAYS[dtype](buffer) }) as SafeTensor;
+
+/** The dtype of a typed array, if a safetensors file can hold it. */
+export const safeDTypeOf = (data: unknown): SafeDType | undefined => DTYPES.find((d) => data instanceof ARRAYS[d]);
+
+/** `data` as a tensor of `shape` (default: 1-D), or undefined for a view no dtype holds (a Float16Array, a DataView). */
+export const safeTensorOf = (data: ArrayBufferView, shape?: readonly number[]): SafeTensor | undefined => {
+  const dtype = safeDTypeOf(data);
+  return dtype === undefined ? undefined : ({ dtype, shape: shape ?? [(data as SafeData).length], data } as SafeTensor);
 };
 
 const isRecord = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === "object" && !Array.isArray(v);
@@ -85,8 +117,8 @@ export const parseSafetensors = (bytes: Uint8Array, file: string): SafeTensors =
     }
     if (!isRecord(info)) return fail(`bad header: tensor '${name}' is not an object`);
     const { dtype, shape, data_offsets: offsets } = info;
-    if (typeof dtype !== "string" || !(dtype in ITEM_SIZE)) {
-      fail(`tensor '${name}' has unsupported dtype ${JSON.stringify(dtype)} (supported: F32, I32, I64, U8)`);
+    if (typeof dtype !== "string" || !DTYPES.includes(dtype as SafeDType)) {
+      fail(`tensor '${name}' has unsupported dtype ${JSON.stringify(dtype)} (supported: ${DTYPES.join(", ")})`);
     }
     if (!Array.isArray(shape) || shape.some((s) => !Number.isSafeInteger(s) || s < 0)) {
       fail(`bad header: tensor '${name}' has shape ${JSON.stringify(shape)}, not a list of sizes`);
@@ -95,7 +127,7 @@ export const parseSafetensors = (bytes: Uint8Array, file: string): SafeTensors =
       fail(`bad header: tensor '${name}' has data_offsets ${JSON.stringify(offsets)}, not [begin, end]`);
     }
     const [begin, end] = offsets as [number, number];
-    const bytesNeeded = numel(shape as number[]) * ITEM_SIZE[dtype as SafeDType];
+    const bytesNeeded = numel(shape as number[]) * itemSize(dtype as SafeDType);
     if (end < begin || end - begin !== bytesNeeded) {
       fail(
         `tensor '${name}': data_offsets [${begin}, ${end}] do not hold ${dtype} ${JSON.stringify(shape)} ` +
@@ -139,7 +171,7 @@ export const formatSafetensors = (
       throw new RangeError(`formatSafetensors: tensor '${name}' has ${t.data.length} values for shape [${t.shape}]`);
     }
   }
-  const layout = [...list].sort(([, a], [, b]) => ITEM_SIZE[b.dtype] - ITEM_SIZE[a.dtype]);
+  const layout = [...list].sort(([, a], [, b]) => itemSize(b.dtype) - itemSize(a.dtype));
   const offsets = new Map<string, [number, number]>();
   let size = 0;
   for (const [name, t] of layout) {

@@ -114,17 +114,22 @@ const sample = (): Map<string, SafeTensor> =>
     ["k3.im2cluster", { dtype: "I32", shape: [4], data: Int32Array.of(0, 2, 1, 2) }],
     ["big", { dtype: "I64", shape: [2], data: BigInt64Array.of(-1n, 2n ** 50n) }],
     ["empty", { dtype: "F32", shape: [0, 4], data: new Float32Array(0) }],
+    ["wide", { dtype: "F64", shape: [1, 2], data: Float64Array.of(Math.PI, -0) }],
+    ["indices", { dtype: "U32", shape: [2], data: Uint32Array.of(0, 2 ** 32 - 1) }],
+    ["short", { dtype: "I16", shape: [3], data: Int16Array.of(-3, 0, 3) }],
+    ["ushort", { dtype: "U16", shape: [1], data: Uint16Array.of(65535) }],
+    ["byte", { dtype: "I8", shape: [2], data: Int8Array.of(-128, 127) }],
   ]);
 
-Deno.test("safetensors: round-trip of F32, I32, I64, U8 and metadata; layout as the format requires", () => {
+Deno.test("safetensors: round-trip of every dtype (F64 to U8) and metadata; layout as the format requires", () => {
   const bytes = formatSafetensors(sample(), { format: "test", json: '{"a":1}' });
   const n = Number(new DataView(bytes.buffer).getBigUint64(0, true));
   assert.equal(n % 8, 0); // header padded with spaces to 8 bytes
   const header = JSON.parse(new TextDecoder().decode(bytes.subarray(8, 8 + n)));
   assert.deepEqual(header.__metadata__, { format: "test", json: '{"a":1}' });
   assert.deepEqual(header["k3.centroids"].shape, [3, 2]);
-  for (const name of ["k3.centroids", "k3.im2cluster", "big"]) {
-    const size = name === "big" ? 8 : 4;
+  const sizes = { "k3.centroids": 4, "k3.im2cluster": 4, big: 8, wide: 8, indices: 4, short: 2, ushort: 2 };
+  for (const [name, size] of Object.entries(sizes)) {
     assert.equal(header[name].data_offsets[0] % size, 0, `${name} is aligned to its element size`);
   }
   const back = parseSafetensors(bytes, "t.safetensors");
