@@ -21,10 +21,10 @@ export { type Init, NormalRng, ParamBuilder, ParamStore, Slot, type StoreEntry }
 export * from "./src/nn/schedule.ts";
 
 // Stages of PCL.
-export { augmentBatch, augmentStage } from "./src/stages/augment.ts";
-export { load, loadStage, resident } from "./src/stages/load.ts";
-export * from "./src/stages/cluster.ts";
-export * from "./src/stages/concentration.ts";
+export { augmentBatch, augmentStage } from "./src/data/stages.ts";
+export { load, loadStage, resident } from "./src/data/stages.ts";
+export * from "./src/pcl/kmeans.ts";
+export * from "./src/pcl/concentration.ts";
 export {
   type Clustering as Prototypes,
   MStep,
@@ -32,8 +32,8 @@ export {
   MStepError,
   sampleColumns,
   type StepMetrics,
-} from "./src/stages/protonce.ts";
-export * from "./src/stages/checkpoint.ts";
+} from "./src/pcl/mstep.ts";
+export * from "./src/pcl/checkpoint.ts";
 
 // Evaluation: features, weighted kNN, linear probe, clustering metrics.
 export * from "./src/eval/mod.ts";
@@ -59,4 +59,4 @@ export {
   trainingSeconds,
   type TrainOptions,
   type TrainResult,
-} from "./pipelines/pcl.ts";
+} from "./src/pcl/train.ts";

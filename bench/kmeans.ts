@@ -17,7 +17,7 @@
 import { Effect, References } from "effect";
 import { Gpu } from "../src/gpu/gpu.ts";
 import { formatNpy } from "../src/io/npy.ts";
-import { kmeans, type Matrix } from "../src/stages/cluster.ts";
+import { kmeans, type Matrix } from "../src/pcl/kmeans.ts";
 import { Rng } from "../src/ops/kmeans.ts";
 
 const N = 60_000;

@@ -13,7 +13,7 @@ import { submit } from "../src/gpu/kernel.ts";
 import { encoder } from "../src/nn/models.ts";
 import { prepareAugmenter } from "../src/ops/augment.ts";
 import { contrastiveLoss } from "../src/ops/contrastive.ts";
-import { MStep } from "../src/stages/protonce.ts";
+import { MStep } from "../src/pcl/mstep.ts";
 
 const batch = 256, queue = 4096, ks = [10, 20, 40], dim = 64, steps = 6;
 

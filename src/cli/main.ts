@@ -5,7 +5,7 @@
 import { Cause, Effect, Exit, Layer, Logger, Option, References } from "effect";
 import { Argument, Command, Flag } from "effect/cli";
 import { loadConfig, TrainConfig } from "../config.ts";
-import { PCL_KMEANS } from "../stages/cluster.ts";
+import { PCL_KMEANS } from "../pcl/kmeans.ts";
 import { classCounts } from "../data/dataset.ts";
 import { readSource } from "../data/source.ts";
 import { Gpu } from "../gpu/gpu.ts";
@@ -21,9 +21,9 @@ import {
   train,
   trainingSeconds,
   type TrainResult,
-} from "../../pipelines/pcl.ts";
+} from "../pcl/train.ts";
 import { loadDataset } from "../data/source.ts";
-import { loadCheckpoint } from "../stages/checkpoint.ts";
+import { loadCheckpoint } from "../pcl/checkpoint.ts";
 import { prepareExtractor } from "../eval/features.ts";
 import type { EvaluationReport } from "../eval/mod.ts";
 import { DenoCliEnv } from "./env.ts";

@@ -18,7 +18,7 @@ import { type PresetName, PRESETS } from "../data/augmentations.ts";
 import { Sampler, toGpu } from "../data/dataset.ts";
 import type { Source } from "../data/source.ts";
 import { prepareAugmenter, prepareEvalViewer } from "../ops/augment.ts";
-import { load } from "../stages/load.ts";
+import { load } from "../data/stages.ts";
 
 export class UsageError extends Schema.TaggedError<UsageError>()("UsageError", { message: Schema.String }) {}
 

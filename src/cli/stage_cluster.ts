@@ -15,8 +15,8 @@
 import { Effect } from "effect";
 import { readNpyMatrix } from "../io/npy.ts";
 import { readSafetensors, type SafeTensor, SafetensorsError, writeSafetensors } from "../io/safetensors.ts";
-import { cluster, type ClusterOptions, type Matrix } from "../stages/cluster.ts";
-import { concentration } from "../stages/concentration.ts";
+import { cluster, type ClusterOptions, type Matrix } from "../pcl/kmeans.ts";
+import { concentration } from "../pcl/concentration.ts";
 
 /** The features matrix of a `.npy` or `.safetensors` file. */
 export const readFeatures = (file: string, tensor?: string) =>

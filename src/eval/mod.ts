@@ -14,7 +14,7 @@ import type { Gpu } from "../gpu/gpu.ts";
 import type { GpuError, ShapeError } from "../gpu/errors.ts";
 import type { Dataset } from "../data/dataset.ts";
 import type { Encoder } from "../nn/models.ts";
-import { cluster, type Clusterings, type KMeansError, type KMeansOptions, type Matrix } from "../stages/cluster.ts";
+import { cluster, type Clusterings, type KMeansError, type KMeansOptions, type Matrix } from "../pcl/kmeans.ts";
 import { type DatasetFeatures, type ExtractorOptions, type FeatureExtractor, prepareExtractor } from "./features.ts";
 import { knnClassify, type KnnOptions } from "./knn.ts";
 import { linearProbe, type ProbeOptions } from "./linear_probe.ts";

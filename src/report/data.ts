@@ -15,8 +15,8 @@ import type { HostDataset } from "../data/dataset.ts";
 import { readSource, Source } from "../data/source.ts";
 import { ArtifactStore, BundleFromBytes, readArtifact } from "../graph/mod.ts";
 import { readSafetensors } from "../io/safetensors.ts";
-import { listManifests } from "../stages/checkpoint.ts";
-import { ClusterResultSchema } from "../stages/concentration.ts";
+import { listManifests } from "../pcl/checkpoint.ts";
+import { ClusterResultSchema } from "../pcl/concentration.ts";
 
 export class ReportError extends Schema.TaggedError<ReportError>()("ReportError", {
   path: Schema.String,

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { Effect } from "effect";
 import { loadDataset } from "../../src/data/source.ts";
 import { encoder } from "../../src/nn/models.ts";
-import { cluster } from "../../src/stages/cluster.ts";
+import { cluster } from "../../src/pcl/kmeans.ts";
 import {
   evaluate,
   knnClassify,

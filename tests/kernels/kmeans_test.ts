@@ -4,13 +4,13 @@ import { Gpu } from "../../src/gpu/gpu.ts";
 import { run } from "../../src/gpu/kernel.ts";
 import { read } from "../../src/gpu/kernel.ts";
 import * as K from "../../src/ops/kmeans.ts";
-import { cluster, type Clustering, kmeans, KMeansError, type Matrix } from "../../src/stages/cluster.ts";
+import { cluster, type Clustering, kmeans, KMeansError, type Matrix } from "../../src/pcl/kmeans.ts";
 import { runStageCluster } from "../../src/cli/stage_cluster.ts";
 import { writeNpy } from "../../src/io/npy.ts";
 import { readSafetensors } from "../../src/io/safetensors.ts";
 import { ArtifactStore, Pipeline, runPipeline } from "../../src/graph/mod.ts";
-import { clusterStage } from "../../src/stages/cluster.ts";
-import { concentrationStage } from "../../src/stages/concentration.ts";
+import { clusterStage } from "../../src/pcl/kmeans.ts";
+import { concentrationStage } from "../../src/pcl/concentration.ts";
 import { assertClose, effectTest, gpuTest, randoms, tempDir } from "../helpers.ts";
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -8,9 +8,9 @@ import { Effect, References } from "effect";
 import { decode as decodePng } from "fast-png";
 import { decodeConfig } from "../../src/config.ts";
 import { Gpu } from "../../src/gpu/gpu.ts";
-import { train } from "../../pipelines/pcl.ts";
+import { train } from "../../src/pcl/train.ts";
 import { renderReport } from "../../src/report/mod.ts";
-import { tinyConfig } from "../pipelines/tiny.ts";
+import { tinyConfig } from "../pcl/tiny.ts";
 
 const CHROMIUM = "/usr/bin/chromium";
 const hasChromium = await Deno.stat(CHROMIUM).then((s) => s.isFile, () => false);

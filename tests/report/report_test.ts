@@ -6,15 +6,15 @@ import type { HostDataset } from "../../src/data/dataset.ts";
 import { readSource } from "../../src/data/source.ts";
 import { Gpu } from "../../src/gpu/gpu.ts";
 import { ArtifactStore, BundleFromBytes, readArtifact } from "../../src/graph/mod.ts";
-import { ClusterResultSchema } from "../../src/stages/concentration.ts";
-import { listManifests } from "../../src/stages/checkpoint.ts";
+import { ClusterResultSchema } from "../../src/pcl/concentration.ts";
+import { listManifests } from "../../src/pcl/checkpoint.ts";
 import { readSafetensors } from "../../src/io/safetensors.ts";
-import { train } from "../../pipelines/pcl.ts";
+import { train } from "../../src/pcl/train.ts";
 import { renderReport, ReportError } from "../../src/report/mod.ts";
 import { histogram } from "../../src/report/charts.ts";
 import { imagePng, largestClusters, nearestMembers } from "../../src/report/gallery.ts";
 import { effectTest, tempDir } from "../helpers.ts";
-import { tinyConfig } from "../pipelines/tiny.ts";
+import { tinyConfig } from "../pcl/tiny.ts";
 
 // ---------------------------------------------------------------------------------------------------------------
 // One tiny PCL run (2 epochs, warm-up 1, K = 3 and 5 on 128 synthetic images) shared by the tests; each test

@@ -5,9 +5,9 @@ import { Effect } from "effect";
 import YAML from "yaml";
 import { writeNpy } from "../../src/io/npy.ts";
 import { readSafetensors } from "../../src/io/safetensors.ts";
-import { listManifests, loadCheckpoint } from "../../src/stages/checkpoint.ts";
+import { listManifests, loadCheckpoint } from "../../src/pcl/checkpoint.ts";
 import { withTempDir } from "../helpers.ts";
-import { cli, snapshot } from "./cli.ts";
+import { cli, snapshot } from "../cli/run.ts";
 import { tinyConfig } from "./tiny.ts";
 
 const yaml = async (dir: string, name: string, config: unknown) => {

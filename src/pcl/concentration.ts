@@ -14,7 +14,7 @@
 import { Effect, Schema } from "effect";
 import { BundleFromBytes, TensorField } from "../graph/codecs.ts";
 import { stage } from "../graph/stage.ts";
-import { type Clustering, type Clusterings, ClusteringSchema } from "./cluster.ts";
+import { type Clustering, type Clusterings, ClusteringSchema } from "./kmeans.ts";
 
 export class ConcentrationError extends Schema.TaggedError<ConcentrationError>()("ConcentrationError", {
   message: Schema.String,

@@ -1,11 +1,11 @@
 import assert from "node:assert/strict";
 import { Effect } from "effect";
 import YAML from "yaml";
-import { cli } from "./cli.ts";
+import { cli } from "./run.ts";
 import { readNpy } from "../../src/io/npy.ts";
 import { readSafetensors } from "../../src/io/safetensors.ts";
-import { listManifests } from "../../src/stages/checkpoint.ts";
-import { tinyConfig } from "./tiny.ts";
+import { listManifests } from "../../src/pcl/checkpoint.ts";
+import { tinyConfig } from "../pcl/tiny.ts";
 import { withTempDir } from "../helpers.ts";
 
 Deno.test("cli: every stage command on tiny inputs", () =>

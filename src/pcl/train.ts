@@ -12,15 +12,15 @@
  * outputs are artifacts of the epoch, so a run that stopped mid-epoch reuses them rather than clustering again.
  */
 import { Effect, Schema } from "effect";
-import { checkDatasetFits, configDiff, configJson, runIdentity, type TrainConfig } from "../src/config.ts";
-import { mnist, type PresetOptions, v1, v2 } from "../src/data/augmentations.ts";
-import { type Dataset, Sampler } from "../src/data/dataset.ts";
-import { loadDataset } from "../src/data/source.ts";
-import { Gpu, type GpuContext } from "../src/gpu/gpu.ts";
-import { ArtifactStore, BundleFromBytes, configHash, Dag, runPipeline, stage, TensorField } from "../src/graph/mod.ts";
-import { encoder } from "../src/nn/models.ts";
-import { learningRate } from "../src/nn/schedule.ts";
-import { prepareAugmenter } from "../src/ops/augment.ts";
+import { checkDatasetFits, configDiff, configJson, runIdentity, type TrainConfig } from "../config.ts";
+import { mnist, type PresetOptions, v1, v2 } from "../data/augmentations.ts";
+import { type Dataset, Sampler } from "../data/dataset.ts";
+import { loadDataset } from "../data/source.ts";
+import { Gpu, type GpuContext } from "../gpu/gpu.ts";
+import { ArtifactStore, BundleFromBytes, configHash, Dag, runPipeline, stage, TensorField } from "../graph/mod.ts";
+import { encoder } from "../nn/models.ts";
+import { learningRate } from "../nn/schedule.ts";
+import { prepareAugmenter } from "../ops/augment.ts";
 import {
   captureTensors,
   type Checkpoint,
@@ -30,20 +30,16 @@ import {
   loadCheckpoint,
   restoreTensors,
   saveCheckpoint,
-} from "../src/stages/checkpoint.ts";
-import { cluster, type Clusterings, ClusteringsSchema as ClusteringsArtifact } from "../src/stages/cluster.ts";
-import {
-  type ClusterResult,
-  ClusterResultSchema as ClusterResultArtifact,
-  concentration,
-} from "../src/stages/concentration.ts";
-import { type FeatureExtractor, prepareExtractor } from "../src/eval/features.ts";
-import { evaluate, scoreClusterings } from "../src/eval/mod.ts";
-import { renderReport } from "../src/report/mod.ts";
-import { type Clustering, MStep, type StepMetrics } from "../src/stages/protonce.ts";
-import { writeFileAtomic } from "../src/io/atomic.ts";
-import { lockRunDirectory } from "../src/io/lock.ts";
-import type { SafeTensor } from "../src/io/safetensors.ts";
+} from "./checkpoint.ts";
+import { cluster, type Clusterings, ClusteringsSchema as ClusteringsArtifact } from "./kmeans.ts";
+import { type ClusterResult, ClusterResultSchema as ClusterResultArtifact, concentration } from "./concentration.ts";
+import { type FeatureExtractor, prepareExtractor } from "../eval/features.ts";
+import { evaluate, scoreClusterings } from "../eval/mod.ts";
+import { renderReport } from "../report/mod.ts";
+import { type Clustering, MStep, type StepMetrics } from "./mstep.ts";
+import { writeFileAtomic } from "../io/atomic.ts";
+import { lockRunDirectory } from "../io/lock.ts";
+import type { SafeTensor } from "../io/safetensors.ts";
 
 const Scores = Schema.Struct({ ami: Schema.Number, nmi: Schema.Number, ari: Schema.Number, acc: Schema.Number });
 

@@ -6,9 +6,9 @@ import { loadDataset } from "../../src/data/source.ts";
 import { prepareAugmenter } from "../../src/ops/augment.ts";
 import { encoder } from "../../src/nn/models.ts";
 import { prepareExtractor } from "../../src/eval/features.ts";
-import { cluster } from "../../src/stages/cluster.ts";
-import { concentration } from "../../src/stages/concentration.ts";
-import { MStep, type StepMetrics } from "../../src/stages/protonce.ts";
+import { cluster } from "../../src/pcl/kmeans.ts";
+import { concentration } from "../../src/pcl/concentration.ts";
+import { MStep, type StepMetrics } from "../../src/pcl/mstep.ts";
 import { gpuTest } from "../helpers.ts";
 
 const mean = (xs: readonly number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;

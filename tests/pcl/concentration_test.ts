@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { Effect } from "effect";
-import { concentration, ConcentrationError, concentrationSteps, percentile } from "../../src/stages/concentration.ts";
-import type { Clustering } from "../../src/stages/cluster.ts";
+import { concentration, ConcentrationError, concentrationSteps, percentile } from "../../src/pcl/concentration.ts";
+import type { Clustering } from "../../src/pcl/kmeans.ts";
 import { assertClose, effectTest } from "../helpers.ts";
 
 /** Members' Euclidean distances per cluster → (im2cluster, squared distances), the way faiss hands them over. */

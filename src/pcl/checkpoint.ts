@@ -2,7 +2,7 @@ import { Effect, Schema } from "effect";
 import type { GpuContext } from "../gpu/gpu.ts";
 import { formatSafetensors, parseSafetensors, type SafeTensor } from "../io/safetensors.ts";
 import type { ParamStore } from "../nn/params.ts";
-import type { Clustering, MStep } from "./protonce.ts";
+import type { Clustering, MStep } from "./mstep.ts";
 import { writeFileAtomic } from "../io/atomic.ts";
 
 /**

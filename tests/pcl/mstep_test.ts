@@ -7,7 +7,7 @@ import { Gpu } from "../../src/gpu/gpu.ts";
 import { run } from "../../src/gpu/kernel.ts";
 import { prepareAugmenter } from "../../src/ops/augment.ts";
 import { bindEncoder, encoder, type EncoderSpec } from "../../src/nn/models.ts";
-import { MStep, type MStepConfig, MStepError, sampleColumns } from "../../src/stages/protonce.ts";
+import { MStep, type MStepConfig, MStepError, sampleColumns } from "../../src/pcl/mstep.ts";
 import { assertClose, effectTest, gpuTest } from "../helpers.ts";
 
 const K = 30;
