@@ -5,8 +5,8 @@
 // main loops), because llvmpipe runs a workgroup's invocations as SIMD lanes, where register blocking beats
 // shared-memory tiling and every load is a gather. One step of a reduction loads 16 "row" values (as four vec4 of a
 // repacked operand whose address is the same in every lane) and 8 "column" values (gathers), for 128 FMAs. In the
-// forward and backward-input, a workgroup's 64 lanes take 64 consecutive pixels of each of their 8 pixel columns
-// (pixel j of lane l is first + l + 64 j), and the channel block comes from the workgroup id.
+// forward and backward-input, a workgroup's WG lanes take WG consecutive pixels of each of their 8 pixel columns
+// (pixel j of lane l is first + l + WG·j), and the channel block comes from the workgroup id.
 //
 //   forward          y[n,co,oh,ow]  = Σ_{ci,kh,kw} w[co,ci,kh,kw] x[n,ci,oh·sh-ph+kh,ow·sw-pw+kw] (+ bias[co])
 //   backward_input   dx[n,ci,ih,iw] = Σ_{co,kh,kw} w[co,ci,kh,kw] dy[n,co,oh,ow] over taps with oh·sh-ph+kh = ih
@@ -15,7 +15,12 @@
 //
 // Every sum runs in a fixed order for a given shape (no atomics), so results are bit-reproducible.
 
-const WG = 64u; // lanes per workgroup
+// Lanes per workgroup: an override, set by src/ops/conv2d.ts (the one place its value is written); a power of two,
+// for the reductions' binary trees.
+override WG: u32;
+// The register block of one invocation. These are `const`, not overrides, because the code below is written out for
+// exactly this block (eight mat4x4f in `Block`, eight unrolled pixel columns f0..f7, four vec4 channel rows): another
+// value would need other code, not another pipeline. src/ops/conv2d.ts reads both from this file (`wgslConstant`).
 const PIX = 8u; // pixels per invocation: two vec4 columns
 const CH = 16u; // channels per invocation: four vec4 rows
 
@@ -354,8 +359,8 @@ fn store_dx(ph: Phase, first: u32, ci0: u32, m0: mat4x4f, m1: mat4x4f, m2: mat4x
 // chunk writing its partial dw, which sum_partials adds in chunk order. Deterministic, no atomics.
 //
 // backward_weight_taps (Cin < 4, where 8 channels per lane would mostly idle): a workgroup owns 16 output channels x
-// 8 consecutive (ci, kh, kw) columns; its lanes split the pixels (lane l takes pixels l, l + 64, ...), then a fixed
-// binary tree in workgroup memory adds the 64 partial blocks. It reads dy as it is: at Cin = 1 the repacking would
+// 8 consecutive (ci, kh, kw) columns; its lanes split the pixels (lane l takes pixels l, l + WG, ...), then a fixed
+// binary tree in workgroup memory adds the WG partial blocks. It reads dy as it is: at Cin = 1 the repacking would
 // cost more than it saves. Measured 2-2.5x slower than backward_weight at Cin >= 8, over 2x faster at Cin = 1.
 
 @compute @workgroup_size(WG)
@@ -448,8 +453,8 @@ fn sum_partials(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg:
   dw[i] = s;
 }
 
-var<workgroup> partial: array<Block, 32>; // WG / 2
-var<workgroup> partial_sum: array<f32, 32>;
+var<workgroup> partial: array<Block, WG / 2u>;
+var<workgroup> partial_sum: array<f32, WG / 2u>;
 
 // Column k = (ci, kh, kw) as its channel's offset in an input image and the tap's shift from the output pixel's
 // top-left corner (oh·sh, ow·sw).

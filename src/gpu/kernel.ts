@@ -11,6 +11,25 @@ export interface Dispatch {
   readonly setParams: (params: Params) => void;
 }
 
+/**
+ * A kernel's storage bindings by name: `bindByName(names)(named)` lists `named`'s tensors in binding order (binding i
+ * is `names[i]`), with a hole where a binding is not given, as `Launch.tensors` takes them.
+ */
+export const bindByName =
+  <const N extends string>(names: readonly N[]) =>
+  (named: { readonly [K in N]?: Tensor | undefined }): Array<Tensor | undefined> => names.map((n) => named[n]);
+
+/**
+ * The value of a module-scope `const NAME = <integer>u;` in WGSL source. For sizes the shader's code itself fixes
+ * (an unrolled register block), which the host needs to size its grids: read from the shader, never written twice.
+ * A missing constant is a programming error and throws when the op's module loads.
+ */
+export const wgslConstant = (source: string, name: string): number => {
+  const m = new RegExp(`^const ${name}\\s*=\\s*(\\d+)u?\\s*;`, "m").exec(source);
+  if (m === null) throw new Error(`no 'const ${name} = <integer>;' at the top level of the WGSL source`);
+  return Number(m[1]);
+};
+
 /** Uniform parameters, packed as WGSL sees them: each entry one 32-bit word (u32, i32 or f32). */
 export type Params = ReadonlyArray<readonly [kind: "u32" | "i32" | "f32", value: number]>;
 

@@ -1,8 +1,9 @@
 import { Effect } from "effect";
 import source from "../../kernels/batchnorm.wgsl" with { type: "text" };
 import { Gpu, type GpuContext } from "../gpu/gpu.ts";
-import { alloc, grid1d, prepare, sequence } from "../gpu/kernel.ts";
+import { alloc, bindByName, grid1d, prepare, sequence } from "../gpu/kernel.ts";
 import { shapeError } from "../gpu/errors.ts";
+import { overlaps, sameShape, sharedBuffer } from "../gpu/shapes.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 
 /**
@@ -105,23 +106,16 @@ const checkVector = (kernel: string, what: string, t: Tensor, length: number) =>
     ? shapeError(kernel, `${what} ${t} must be f32 with ${length} elements`)
     : undefined;
 
-const sameShape = (a: Tensor, b: Tensor): boolean =>
-  a.shape.length === b.shape.length && a.shape.every((s, i) => s === b.shape[i]);
-
-const overlap = (a: Tensor, b: Tensor): boolean =>
-  a.buffer === b.buffer && a.offset < b.offset + b.byteLength && b.offset < a.offset + a.byteLength;
-
 /** The WebGPU binding rule and plain sanity: reads apart from writes' buffers, writes apart from each other. */
 const checkAliasing = (kernel: string, reads: readonly Tensor[], writes: readonly Tensor[]) => {
-  for (const r of reads) {
-    const w = writes.find((w) => w.buffer === r.buffer);
-    if (w !== undefined) {
-      return shapeError(kernel, `${r} is read and ${w} written, but they share a buffer (WebGPU forbids this)`);
-    }
+  const shared = sharedBuffer(reads, writes);
+  if (shared !== undefined) {
+    const [r, w] = shared;
+    return shapeError(kernel, `${r} is read and ${w} written, but they share a buffer (WebGPU forbids this)`);
   }
   for (let i = 0; i < writes.length; i++) {
     for (let j = i + 1; j < writes.length; j++) {
-      if (overlap(writes[i]!, writes[j]!)) return shapeError(kernel, `${writes[i]} and ${writes[j]} overlap`);
+      if (overlaps(writes[i]!, writes[j]!)) return shapeError(kernel, `${writes[i]} and ${writes[j]} overlap`);
     }
   }
   return undefined;
@@ -137,23 +131,56 @@ const checkGroups = (kernel: string, x: Tensor, { n, hw }: Layout, groups: numbe
   return undefined;
 };
 
+/** The storage bindings of kernels/batchnorm.wgsl, in binding order. */
+const BINDINGS = [
+  "x",
+  "y",
+  "gamma",
+  "beta",
+  "runningMean",
+  "runningVar",
+  "saveMean",
+  "saveInvStd",
+  "dy",
+  "dx",
+  "dgamma",
+  "dbeta",
+  "partial",
+] as const;
+
+type Binding = typeof BINDINGS[number];
+type Bindings = { readonly [name in Binding]?: Tensor };
+
+const bind = bindByName(BINDINGS);
+
+/** What each pass of a training op binds: the forward's and the backward's partial pass, then their apply pass. */
+const PASSES = {
+  train_forward: [
+    ["x", "partial"],
+    ["x", "y", "gamma", "beta", "runningMean", "runningVar", "saveMean", "saveInvStd", "partial"],
+  ],
+  train_backward: [
+    ["x", "saveMean", "dy", "partial"],
+    ["x", "gamma", "saveMean", "saveInvStd", "dy", "dx", "dgamma", "dbeta", "partial"],
+  ],
+} as const satisfies Record<string, readonly [readonly Binding[], readonly Binding[]]>;
+
 /** The two dispatches of a training op (partial statistics, then apply), sharing a scratch of [2, G·B, C]. */
 const partialThenApply = Effect.fnUntraced(function* (
   kernel: string,
-  stage: "train_forward" | "train_backward",
+  stage: keyof typeof PASSES,
   layout: Layout,
   groups: number,
   blocks: Plan,
-  tensors: Array<Tensor | undefined>,
+  tensors: Bindings,
   eps: number,
   momentum: number,
 ) {
   const gpu = yield* Gpu;
   const { n, c, hw } = layout;
   const partial = yield* alloc([2, groups * blocks.blocks, c], "f32", `${kernel} partial`);
-  tensors[12] = partial;
+  const all: Bindings = { ...tensors, partial };
   const launch = {
-    tensors,
     params: [
       ["u32", n],
       ["u32", c],
@@ -168,18 +195,13 @@ const partialThenApply = Effect.fnUntraced(function* (
   };
   const spec = (entryPoint: string) => ({ name: "batchnorm", source, entryPoint, constants: { WG } });
   // each entry point binds only what it uses
-  const used = (indices: readonly number[]) => tensors.map((t, i) => (indices.includes(i) ? t : undefined));
-  const [first, second] = stage === "train_forward"
-    ? [[0, 12], [0, 1, 2, 3, 4, 5, 6, 7, 12]]
-    : [[0, 6, 8, 12], [0, 2, 6, 7, 8, 9, 10, 11, 12]];
+  const used = (names: readonly Binding[]) => bind(Object.fromEntries(names.map((name) => [name, all[name]])));
+  const [first, second] = PASSES[stage];
   return sequence(kernel, [
     yield* prepare(spec(`${stage}_partial`), { ...launch, tensors: used(first) }),
     yield* prepare(spec(`${stage}_apply`), { ...launch, tensors: used(second) }),
   ]);
 });
-
-const bindings = (entries: Record<number, Tensor>): Array<Tensor | undefined> =>
-  Array.from({ length: 13 }, (_, i) => entries[i]);
 
 const checkOutput = (kernel: string, x: Tensor, out: Tensor) =>
   !sameShape(x, out) || out.dtype !== "f32" ? shapeError(kernel, `${out} must be f32 of ${x}'s shape`) : undefined;
@@ -220,16 +242,16 @@ export const batchNormTrain = Effect.fnUntraced(function* (
   if (bad !== undefined) return yield* bad;
   const blocks = planBlocks(kernel, gpu, layout, groups, options.rowsPerBlock);
   if (!("rows" in blocks)) return yield* blocks;
-  const tensors = bindings({
-    0: x,
-    1: y,
-    2: affine.gamma,
-    3: affine.beta,
-    4: running.mean,
-    5: running.variance,
-    6: saved.mean,
-    7: saved.invStd,
-  });
+  const tensors = {
+    x,
+    y,
+    gamma: affine.gamma,
+    beta: affine.beta,
+    runningMean: running.mean,
+    runningVar: running.variance,
+    saveMean: saved.mean,
+    saveInvStd: saved.invStd,
+  };
   return yield* partialThenApply(kernel, "train_forward", layout, groups, blocks, tensors, eps, momentum);
 });
 
@@ -260,7 +282,14 @@ export const batchNormEval = Effect.fnUntraced(function* (
   const blocks = planBlocks(kernel, gpu, layout, 1, options.rowsPerBlock);
   if (!("rows" in blocks)) return yield* blocks;
   return yield* prepare({ name: "batchnorm", source, entryPoint: "eval_forward", constants: { WG } }, {
-    tensors: bindings({ 0: x, 1: y, 2: affine.gamma, 3: affine.beta, 4: running.mean, 5: running.variance }),
+    tensors: bind({
+      x,
+      y,
+      gamma: affine.gamma,
+      beta: affine.beta,
+      runningMean: running.mean,
+      runningVar: running.variance,
+    }),
     params: [
       ["u32", n],
       ["u32", c],
@@ -312,15 +341,15 @@ export const batchNormBackward = Effect.fnUntraced(function* (
   if (bad !== undefined) return yield* bad;
   const blocks = planBlocks(kernel, gpu, layout, groups, options.rowsPerBlock);
   if (!("rows" in blocks)) return yield* blocks;
-  const tensors = bindings({
-    0: x,
-    2: gamma,
-    6: saved.mean,
-    7: saved.invStd,
-    8: dy,
-    9: dx,
-    10: grads.gamma,
-    11: grads.beta,
-  });
+  const tensors = {
+    x,
+    gamma,
+    saveMean: saved.mean,
+    saveInvStd: saved.invStd,
+    dy,
+    dx,
+    dgamma: grads.gamma,
+    dbeta: grads.beta,
+  };
   return yield* partialThenApply(kernel, "train_backward", layout, groups, blocks, tensors, 1e-5, 0);
 });

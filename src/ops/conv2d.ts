@@ -1,8 +1,19 @@
 import { Effect } from "effect";
 import source from "../../kernels/conv2d.wgsl" with { type: "text" };
 import { Gpu, type GpuContext } from "../gpu/gpu.ts";
-import { alloc, type Dispatch, grid1d, type Params, prepare, sequence } from "../gpu/kernel.ts";
+import {
+  alloc,
+  bindByName,
+  type Dispatch,
+  grid1d,
+  type KernelSpec,
+  type Params,
+  prepare,
+  sequence,
+  wgslConstant,
+} from "../gpu/kernel.ts";
 import { ShapeError, shapeError } from "../gpu/errors.ts";
+import { sameShape, sharedBuffer } from "../gpu/shapes.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 
 /**
@@ -45,10 +56,13 @@ export const convOutputSize = (size: number, kernel: number, stride: number, pad
 /** Multiply-adds times two of one convolution (the same count for the forward and each backward). */
 export const convFlops = (g: ConvGeometry): number => 2 * g.N * g.Cout * g.OH * g.OW * g.Cin * g.KH * g.KW;
 
-// Register block of one invocation and lanes per workgroup, as in the kernel.
+/** Lanes per workgroup: the kernel's `override WG`, set here only. */
 const WG = 64;
-const PIX = 8;
-const CH = 16;
+/** The register block of one invocation (pixels x channels): fixed by the kernel's code, so read from it. */
+const PIX = wgslConstant(source, "PIX");
+const CH = wgslConstant(source, "CH");
+
+const kernelSpec = (entryPoint: string): KernelSpec => ({ name: "conv2d", source, entryPoint, constants: { WG } });
 
 const pair = (v: number | readonly [number, number] | undefined, fallback: number): readonly [number, number] =>
   v === undefined ? [fallback, fallback] : typeof v === "number" ? [v, v] : v;
@@ -99,26 +113,19 @@ const geometry = (kernel: string, input: Tensor, w: Tensor, opts: Conv2dOptions)
 };
 
 const checkShape = (kernel: string, what: string, t: Tensor, shape: readonly number[]) =>
-  t.dtype !== "f32" || t.shape.length !== shape.length || t.shape.some((s, i) => s !== shape[i])
-    ? shapeError(kernel, `${what} ${t} must be f32 ${show(shape)}`)
-    : undefined;
+  t.dtype !== "f32" || !sameShape(t, shape) ? shapeError(kernel, `${what} ${t} must be f32 ${show(shape)}`) : undefined;
 
 /** WebGPU forbids binding a buffer read-write and read-only in one dispatch, even for disjoint views. */
 const checkDistinct = (kernel: string, outputs: readonly Tensor[], inputs: readonly Tensor[]) => {
-  for (const o of outputs) {
-    for (const i of inputs) {
-      if (o.buffer === i.buffer) return shapeError(kernel, `output ${o} shares a buffer with input ${i}`);
-    }
-  }
-  return undefined;
+  const [o, i] = sharedBuffer(outputs, inputs) ?? [];
+  return o && shapeError(kernel, `output ${o} shares a buffer with input ${i}`);
 };
 
-/** The kernel's storage bindings, in binding order. */
-const BINDINGS = ["x", "w", "bias", "y", "dy", "dx", "dw", "dbias", "packed", "packed4", "partials"] as const;
-
-/** The tensors of a launch by binding name (`packed4` is `packed` as the kernels read it, four floats at a time). */
-const bind = (named: { readonly [name in typeof BINDINGS[number]]?: Tensor | undefined }) =>
-  BINDINGS.map((name) => named[name]);
+/**
+ * The tensors of a launch by binding name, in the kernel's binding order (`packed4` is `packed` as the kernels read
+ * it, four floats at a time).
+ */
+const bind = bindByName(["x", "w", "bias", "y", "dy", "dx", "dw", "dbias", "packed", "packed4", "partials"]);
 
 const params = (g: ConvGeometry, cblocks = 0): Params =>
   [g.N, g.Cin, g.H, g.W, g.Cout, g.OH, g.OW, g.KH, g.KW, g.sh, g.sw, g.ph, g.pw, cblocks].map((v) => ["u32", v]);
@@ -142,7 +149,7 @@ const packWeights = Effect.fnUntraced(function* (w: Tensor, g: ConvGeometry, for
   const size = forward ? g.Cin * g.KH * g.KW * padded(g.Cout) : g.Cout * g.KH * g.KW * padded(g.Cin);
   const packed = yield* alloc([size], "f32", `${w.label} packed for the conv2d ${forward ? "forward" : "backward"}`);
   const pack = yield* prepare(
-    { name: "conv2d", source, entryPoint: forward ? "pack_forward" : "pack_backward" },
+    kernelSpec(forward ? "pack_forward" : "pack_backward"),
     {
       tensors: bind({ w, packed }),
       params: params(g),
@@ -173,7 +180,7 @@ export const conv2d = Effect.fnUntraced(function* (
   if (bad !== undefined) return yield* bad;
   const { pack, packed } = yield* packWeights(w, g, true);
   const forward = yield* prepare(
-    { name: "conv2d", source, entryPoint: bias ? "forward_bias" : "forward" },
+    kernelSpec(bias ? "forward_bias" : "forward"),
     {
       tensors: bind({ x, bias, y, packed4: packed }),
       params: params(g),
@@ -204,7 +211,7 @@ export const conv2dBackwardInput = Effect.fnUntraced(function* (
   const pixels = g.N * Math.ceil(g.H / g.sh) * Math.ceil(g.W / g.sw);
   const { pack, packed } = yield* packWeights(w, g, false);
   const backward = yield* prepare(
-    { name: "conv2d", source, entryPoint: "backward_input" },
+    kernelSpec("backward_input"),
     {
       tensors: bind({ dy, dx, packed4: packed }),
       params: params(g, cblocks),
@@ -247,7 +254,7 @@ export const conv2dBackwardWeight = Effect.fnUntraced(function* (
     const packedSize = pixels * padded(g.Cout);
     const packed = yield* alloc([packedSize], "f32", `${dy.label} packed for conv2dBackwardWeight`);
     parts.push(
-      yield* prepare({ name: "conv2d", source, entryPoint: "pack_output_grad" }, {
+      yield* prepare(kernelSpec("pack_output_grad"), {
         tensors: bind({ dy, packed }),
         params: params(g),
         workgroups: grid1d(gpu, Math.ceil(packedSize / WG)),
@@ -259,7 +266,7 @@ export const conv2dBackwardWeight = Effect.fnUntraced(function* (
     const chunks = Math.max(1, Math.min(Math.ceil(64 / (laneGroups * coBlocks)), Math.floor(pixels / 256)));
     const target = chunks > 1 ? yield* alloc([chunks, g.Cout, K], "f32", `${dw.label} partial sums`) : dw;
     parts.push(
-      yield* prepare({ name: "conv2d", source, entryPoint: "backward_weight" }, {
+      yield* prepare(kernelSpec("backward_weight"), {
         tensors: bind({ x, dw: target, packed4: packed }),
         params: params(g),
         workgroups: [laneGroups, coBlocks, chunks],
@@ -267,7 +274,7 @@ export const conv2dBackwardWeight = Effect.fnUntraced(function* (
     );
     if (chunks > 1) {
       parts.push(
-        yield* prepare({ name: "conv2d", source, entryPoint: "sum_partials" }, {
+        yield* prepare(kernelSpec("sum_partials"), {
           tensors: bind({ dw, partials: target }),
           params: params(g, chunks),
           workgroups: grid1d(gpu, Math.ceil((g.Cout * K) / WG)),
@@ -276,7 +283,7 @@ export const conv2dBackwardWeight = Effect.fnUntraced(function* (
     }
   } else {
     parts.push(
-      yield* prepare({ name: "conv2d", source, entryPoint: "backward_weight_taps" }, {
+      yield* prepare(kernelSpec("backward_weight_taps"), {
         tensors: bind({ x, dy, dw }),
         params: params(g),
         workgroups: [Math.ceil(K / PIX), coBlocks],
@@ -285,7 +292,7 @@ export const conv2dBackwardWeight = Effect.fnUntraced(function* (
   }
   if (dbias !== undefined) {
     parts.push(
-      yield* prepare({ name: "conv2d", source, entryPoint: "bias_grad" }, {
+      yield* prepare(kernelSpec("bias_grad"), {
         tensors: bind({ dy, dbias }),
         params: params(g),
         workgroups: [g.Cout],

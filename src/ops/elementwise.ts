@@ -3,6 +3,7 @@ import source from "../../kernels/elementwise.wgsl" with { type: "text" };
 import { Gpu } from "../gpu/gpu.ts";
 import { grid1d, prepare } from "../gpu/kernel.ts";
 import { shapeError } from "../gpu/errors.ts";
+import { sameShape, sameView as same } from "../gpu/shapes.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 
 /**
@@ -17,13 +18,6 @@ import type { Tensor } from "../gpu/tensor.ts";
 const WG = 256;
 
 type Bindings = readonly [x?: Tensor, y?: Tensor, out?: Tensor, io?: Tensor];
-
-/** The same bytes: same buffer, offset and size. */
-const same = (a: Tensor, b: Tensor): boolean =>
-  a.buffer === b.buffer && a.offset === b.offset && a.byteLength === b.byteLength;
-
-const sameShape = (a: Tensor, b: Tensor): boolean =>
-  a.shape.length === b.shape.length && a.shape.every((s, i) => s === b.shape[i]);
 
 /** ShapeError unless every tensor is f32 and of the first one's shape. */
 const checkAll = (kernel: string, tensors: readonly Tensor[]) => {

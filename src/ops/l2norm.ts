@@ -3,14 +3,12 @@ import source from "../../kernels/l2norm.wgsl" with { type: "text" };
 import { Gpu } from "../gpu/gpu.ts";
 import { grid1d, prepare } from "../gpu/kernel.ts";
 import { shapeError } from "../gpu/errors.ts";
+import { sameShape, sharedBuffer } from "../gpu/shapes.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 import { rowWorkgroup } from "./reduce.ts";
 
 /** The clamp of the norm, as torch.nn.functional.normalize: y = x / max(‖x‖, eps). */
 export const L2_EPS = 1e-12;
-
-const sameShape = (a: Tensor, b: Tensor): boolean =>
-  a.shape.length === b.shape.length && a.shape.every((s, i) => s === b.shape[i]);
 
 /** ShapeError unless all are f32 of the first's 2-D shape, and the output shares no buffer with an input. */
 const check = (kernel: string, inputs: readonly Tensor[], out: Tensor) => {
@@ -20,7 +18,7 @@ const check = (kernel: string, inputs: readonly Tensor[], out: Tensor) => {
     if (t.dtype !== "f32") return shapeError(kernel, `${t} must be f32`);
     if (!sameShape(t, first)) return shapeError(kernel, `shapes differ: ${[...inputs, out].map(String).join(", ")}`);
   }
-  const shared = inputs.find((t) => t.buffer === out.buffer);
+  const [shared] = sharedBuffer(inputs, [out]) ?? [];
   return shared && shapeError(kernel, `${out} must not share a buffer with the input ${shared}`);
 };
 

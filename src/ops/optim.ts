@@ -3,6 +3,7 @@ import source from "../../kernels/optim.wgsl" with { type: "text" };
 import { Gpu } from "../gpu/gpu.ts";
 import { type Dispatch, grid1d, prepare } from "../gpu/kernel.ts";
 import { shapeError } from "../gpu/errors.ts";
+import { overlaps } from "../gpu/shapes.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 
 /**
@@ -28,9 +29,6 @@ export interface SgdStep extends Dispatch {
 export interface EmaUpdate extends Dispatch {
   readonly setMomentum: (m: number) => void;
 }
-
-const overlap = (a: Tensor, b: Tensor): boolean =>
-  a.buffer === b.buffer && a.offset < b.offset + b.byteLength && b.offset < a.offset + a.byteLength;
 
 const checkFlat = (kernel: string, tensors: readonly Tensor[]) => {
   const first = tensors[0]!;
@@ -74,7 +72,7 @@ export const sgdStep = Effect.fnUntraced(function* (
   const bad = checkFlat(kernel, [params, grads, momentumBuffer]) ??
     (grads.buffer === params.buffer || grads.buffer === momentumBuffer.buffer
       ? shapeError(kernel, `${grads} is read and must not share a buffer with ${params} or ${momentumBuffer}`)
-      : overlap(params, momentumBuffer)
+      : overlaps(params, momentumBuffer)
       ? shapeError(kernel, `${params} and ${momentumBuffer} overlap`)
       : undefined);
   if (bad !== undefined) return yield* bad;
@@ -98,7 +96,7 @@ export const sgdStep = Effect.fnUntraced(function* (
 export const emaUpdate = Effect.fnUntraced(function* (keyParams: Tensor, queryParams: Tensor, m: number) {
   const kernel = "emaUpdate";
   const bad = checkFlat(kernel, [keyParams, queryParams]) ??
-    (overlap(keyParams, queryParams) ? shapeError(kernel, `${keyParams} and ${queryParams} overlap`) : undefined);
+    (overlaps(keyParams, queryParams) ? shapeError(kernel, `${keyParams} and ${queryParams} overlap`) : undefined);
   if (bad !== undefined) return yield* bad;
   const uniforms = (items: number, m: number) => [["u32", items], ["f32", m], ["f32", 1 - m]] as const;
   const { dispatch, items } = yield* launch(

@@ -3,6 +3,7 @@ import source from "../../kernels/pool.wgsl" with { type: "text" };
 import { Gpu } from "../gpu/gpu.ts";
 import { grid1d, type Params, prepare } from "../gpu/kernel.ts";
 import { ShapeError, shapeError } from "../gpu/errors.ts";
+import { sameShape } from "../gpu/shapes.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 import { convOutputSize } from "./conv2d.ts";
 
@@ -29,7 +30,7 @@ const pair = (v: number | readonly [number, number] | undefined, fallback: reado
 const show = (shape: readonly number[]): string => `[${shape.join(", ")}]`;
 
 const checkTensor = (kernel: string, what: string, t: Tensor, shape: readonly number[], dtype: "f32" | "u32") =>
-  t.dtype !== dtype || t.shape.length !== shape.length || t.shape.some((s, i) => s !== shape[i])
+  t.dtype !== dtype || !sameShape(t, shape)
     ? shapeError(kernel, `${what} ${t} must be ${dtype} ${show(shape)}`)
     : undefined;
 
