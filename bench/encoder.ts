@@ -163,7 +163,7 @@ const program = Effect.gen(function* () {
       target === undefined ? "" : `  (target ${target}: ${rate.wall >= target ? "met" : "MISSED"})`;
     const shape = `${n}x${c}x${h}x${w}`;
     const params = `${(enc.params.parameterCount / 1e6).toFixed(2)} M params`;
-    const flops = flopsPerImage(enc, [c, h, w]);
+    const flops = yield* flopsPerImage(enc, [c, h, w]);
     // GFLOP/s of CPU time per core; the training step counted as 3x the forward.
     const gflops = (rate: Rate, passes: number) => num((rate.cpu * flops * passes) / 1e9, 2);
     rows.push(

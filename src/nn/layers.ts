@@ -3,7 +3,7 @@ import { type ShapeError, shapeError } from "../gpu/errors.ts";
 import { alloc, type Dispatch } from "../gpu/kernel.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 import { batchNormBackward, batchNormEval, batchNormTrain } from "../ops/batchnorm.ts";
-import { conv2d, conv2dBackwardInput, conv2dBackwardWeight } from "../ops/conv2d.ts";
+import { conv2d, conv2dBackwardInput, conv2dBackwardWeight, convOutputSize } from "../ops/conv2d.ts";
 import { relu as reluOp, reluBackward } from "../ops/elementwise.ts";
 import { l2normalize, l2normalizeBackward } from "../ops/l2norm.ts";
 import { matmul } from "../ops/matmul.ts";
@@ -19,8 +19,27 @@ const outputs = Effect.fnUntraced(function* (name: string, shape: readonly numbe
   return { y, dy };
 });
 
-const requireRank = (kernel: string, shape: readonly number[], rank: number) => {
-  if (shape.length !== rank) throw shapeError(kernel, `expects a ${rank}-D input, got [${shape}]`);
+const rankError = (kernel: string, shape: readonly number[], rank: number) =>
+  shape.length !== rank ? shapeError(kernel, `expects a ${rank}-D input, got [${shape}]`) : undefined;
+
+/** `shape`, or the failure `bad` when there is one: how every `outputShape` ends. */
+const shapeOr = (bad: ShapeError | undefined, shape: () => readonly number[]) =>
+  bad !== undefined ? Effect.fail(bad) : Effect.succeed(shape());
+
+/** [N, C, OH, OW] for a window of `k` over [N, C, H, W], or a ShapeError when the window does not fit. */
+const windowed = (
+  kernel: string,
+  s: readonly number[],
+  channels: number,
+  k: number,
+  stride: number,
+  padding: number,
+) => {
+  const [oh, ow] = [convOutputSize(s[2], k, stride, padding), convOutputSize(s[3], k, stride, padding)];
+  return shapeOr(
+    oh < 1 || ow < 1 ? shapeError(kernel, `a ${k}x${k} window with padding ${padding} does not fit [${s}]`) : undefined,
+    () => [s[0], channels, oh, ow],
+  );
 };
 
 /**
@@ -53,19 +72,15 @@ export const conv2dLayer = (p: ParamBuilder, inChannels: number, outChannels: nu
   const bias = o.bias ? p.param("bias", [outChannels], { kind: "uniform", bound }) : undefined;
   const conv = { stride, padding };
   const outputShape = (s: readonly number[]) => {
-    requireRank("conv2d", s, 4);
-    if (s[1] !== inChannels) throw shapeError("conv2d", `expects ${inChannels} input channels, got [${s}]`);
-    const out = (n: number) => Math.floor((n + 2 * padding - k) / stride) + 1;
-    return [s[0], outChannels, out(s[2]), out(s[3])];
+    const bad = rankError("conv2d", s, 4) ??
+      (s[1] !== inChannels ? shapeError("conv2d", `expects ${inChannels} input channels, got [${s}]`) : undefined);
+    return bad !== undefined ? Effect.fail(bad) : windowed("conv2d", s, outChannels, k, stride, padding);
   };
   return {
     outputShape,
-    flops: (s) => {
-      const [n, , oh, ow] = outputShape(s);
-      return 2 * n * outChannels * oh * ow * inChannels * k * k;
-    },
+    flops: (s) => Effect.map(outputShape(s), ([n, , oh, ow]) => 2 * n * outChannels * oh * ow * inChannels * k * k),
     bind: Effect.fnUntraced(function* (x, dx, opts) {
-      const { y, dy } = yield* outputs("conv2d", outputShape(x.shape), opts);
+      const { y, dy } = yield* outputs("conv2d", yield* outputShape(x.shape), opts);
       const forward = [yield* conv2d(x, weight.value, bias?.value, y, conv)];
       const backward: Dispatch[] = [];
       if (dy !== undefined) {
@@ -86,12 +101,13 @@ export const batchNorm = (p: ParamBuilder, channels: number): Module => {
     variance: p.buffer("running_var", [channels], { kind: "constant", value: 1 }),
   };
   return {
-    outputShape: (s) => {
-      if ((s.length !== 2 && s.length !== 4) || s[1] !== channels) {
-        throw shapeError("batchNorm", `expects [N, ${channels}] or [N, ${channels}, H, W], got [${s}]`);
-      }
-      return s;
-    },
+    outputShape: (s) =>
+      shapeOr(
+        (s.length !== 2 && s.length !== 4) || s[1] !== channels
+          ? shapeError("batchNorm", `expects [N, ${channels}] or [N, ${channels}, H, W], got [${s}]`)
+          : undefined,
+        () => s,
+      ),
     bind: Effect.fnUntraced(function* (x, dx, opts) {
       const { y, dy } = yield* outputs("batchNorm", x.shape, opts);
       const affine = { gamma: gamma.value, beta: beta.value };
@@ -116,15 +132,18 @@ export const linear = (p: ParamBuilder, inFeatures: number, outFeatures: number,
   const bound = 1 / Math.sqrt(inFeatures);
   const weight = p.param("weight", [outFeatures, inFeatures], { kind: "uniform", bound });
   const bias: Slot | undefined = withBias ? p.param("bias", [outFeatures], { kind: "uniform", bound }) : undefined;
-  const outputShape = (s: readonly number[]) => {
-    if (s.length !== 2 || s[1] !== inFeatures) throw shapeError("linear", `expects [N, ${inFeatures}], got [${s}]`);
-    return [s[0], outFeatures];
-  };
+  const outputShape = (s: readonly number[]) =>
+    shapeOr(
+      s.length !== 2 || s[1] !== inFeatures
+        ? shapeError("linear", `expects [N, ${inFeatures}], got [${s}]`)
+        : undefined,
+      () => [s[0], outFeatures],
+    );
   return {
     outputShape,
-    flops: (s) => 2 * outputShape(s)[0] * inFeatures * outFeatures,
+    flops: (s) => Effect.map(outputShape(s), ([n]) => 2 * n * inFeatures * outFeatures),
     bind: Effect.fnUntraced(function* (x, dx, opts) {
-      const { y, dy } = yield* outputs("linear", outputShape(x.shape), opts);
+      const { y, dy } = yield* outputs("linear", yield* outputShape(x.shape), opts);
       const forward = [yield* matmul(x, weight.value, y, { transB: true, ...(bias ? { bias: bias.value } : {}) })];
       const backward: Dispatch[] = [];
       if (dy !== undefined) {
@@ -139,7 +158,7 @@ export const linear = (p: ParamBuilder, inFeatures: number, outFeatures: number,
 
 /** Elementwise max(x, 0). */
 export const relu: Module = {
-  outputShape: (s) => s,
+  outputShape: Effect.succeed,
   bind: Effect.fnUntraced(function* (x, dx, opts) {
     const { y, dy } = yield* outputs("relu", x.shape, opts);
     const backward = dy !== undefined && dx !== undefined ? [yield* reluBackward(x, dy, dx)] : [];
@@ -149,10 +168,8 @@ export const relu: Module = {
 
 /** Row-wise L2 normalisation: the encoders' output lies on the unit sphere. */
 export const l2Normalize: Module = {
-  outputShape: (s) => {
-    if (s.length !== 2) throw shapeError("l2Normalize", `expects [N, d], got [${s}]`);
-    return s;
-  },
+  outputShape: (s) =>
+    shapeOr(s.length !== 2 ? shapeError("l2Normalize", `expects [N, d], got [${s}]`) : undefined, () => s),
   bind: Effect.fnUntraced(function* (x, dx, opts) {
     const { y, dy } = yield* outputs("l2Normalize", x.shape, opts);
     const backward = dy !== undefined && dx !== undefined ? [yield* l2normalizeBackward(x, y, dy, dx)] : [];
@@ -162,10 +179,7 @@ export const l2Normalize: Module = {
 
 /** Mean over H and W: [N, C, H, W] to [N, C]. */
 export const globalAvgPoolLayer: Module = {
-  outputShape: (s) => {
-    requireRank("globalAvgPool", s, 4);
-    return [s[0], s[1]];
-  },
+  outputShape: (s) => shapeOr(rankError("globalAvgPool", s, 4), () => [s[0], s[1]]),
   bind: Effect.fnUntraced(function* (x, dx, opts) {
     const { y, dy } = yield* outputs("globalAvgPool", [x.shape[0], x.shape[1]], opts);
     const backward = dy !== undefined && dx !== undefined ? [yield* globalAvgPoolBackward(dy, dx)] : [];
@@ -176,14 +190,13 @@ export const globalAvgPoolLayer: Module = {
 /** Max pooling with a square window (the ResNet ImageNet stem: 3x3, stride 2, padding 1). */
 export const maxPool = (kernel: number, stride: number, padding: number): Module => {
   const outputShape = (s: readonly number[]) => {
-    requireRank("maxPool2d", s, 4);
-    const out = (n: number) => Math.floor((n + 2 * padding - kernel) / stride) + 1;
-    return [s[0], s[1], out(s[2]), out(s[3])];
+    const bad = rankError("maxPool2d", s, 4);
+    return bad !== undefined ? Effect.fail(bad) : windowed("maxPool2d", s, s[1], kernel, stride, padding);
   };
   return {
     outputShape,
     bind: Effect.fnUntraced(function* (x, dx, opts) {
-      const shape = outputShape(x.shape);
+      const shape = yield* outputShape(x.shape);
       const { y, dy } = yield* outputs("maxPool2d", shape, opts);
       const indices = yield* alloc(shape, "u32", "maxPool2d.indices");
       const pool = { kernel, stride, padding };
@@ -194,6 +207,5 @@ export const maxPool = (kernel: number, stride: number, padding: number): Module
   };
 };
 
-/** A module's output shape for `x`, with a shape it cannot take as a typed failure rather than a throw. */
-export const shapeOf = (m: Module, x: Tensor) =>
-  Effect.try({ try: () => m.outputShape(x.shape), catch: (e) => e as ShapeError });
+/** A module's output shape for `x`, or a ShapeError for a shape it cannot take (`m.outputShape(x.shape)`). */
+export const shapeOf = (m: Module, x: Tensor): Effect.Effect<readonly number[], ShapeError> => m.outputShape(x.shape);

@@ -14,7 +14,7 @@ import {
   relu,
   shapeOf,
 } from "./layers.ts";
-import { type BindOptions, type Module, sequential } from "./module.ts";
+import { type BindOptions, flopsOf, type Module, sequential } from "./module.ts";
 import { ParamBuilder, type ParamStore } from "./params.ts";
 
 const convBnRelu = (p: ParamBuilder, i: number, inC: number, outC: number, stride: number, init?: ConvInit) => [
@@ -55,7 +55,12 @@ export const convnet5 = (p: ParamBuilder, inChannels = 1, init?: ConvInit) => ({
 /** y = relu(body(x) + shortcut(x)), the shortcut being the identity when absent. */
 export const residual = (body: Module, shortcut: Module | undefined): Module => ({
   outputShape: body.outputShape,
-  flops: (input) => (body.flops?.(input) ?? 0) + (shortcut?.flops?.(input) ?? 0),
+  flops: (input) =>
+    Effect.zipWith(
+      flopsOf(body, input),
+      shortcut ? flopsOf(shortcut, input) : Effect.succeed(0),
+      (b, s) => b + s,
+    ),
   bind: Effect.fnUntraced(function* (x, dx, opts) {
     const b = yield* body.bind(x, dx, opts);
     const dxShortcut = dx && shortcut ? yield* alloc(x.shape, "f32", "residual.dxShortcut") : undefined;
@@ -165,10 +170,11 @@ export const encoder = (spec: EncoderSpec, seed: number) =>
 /**
  * Forward FLOPs of the backbone and head for one image of `[channels, height, width]`: 2 per multiply-add of the
  * convolutions and linear layers (BN, ReLU, pooling and the normalisation are not counted). A training step costs
- * about three times this (forward, and the input and weight gradients of each layer).
+ * about three times this (forward, and the input and weight gradients of each layer). An image the encoder cannot
+ * take fails with a ShapeError.
  */
-export const flopsPerImage = (e: Encoder, image: readonly [number, number, number]): number =>
-  sequential(e.backbone, e.head).flops?.([1, ...image]) ?? 0;
+export const flopsPerImage = (e: Encoder, image: readonly [number, number, number]) =>
+  flopsOf(sequential(e.backbone, e.head), [1, ...image]);
 
 /** An encoder bound to an input batch: backbone features, the normalised embedding z, and both passes. */
 export interface BoundEncoder {

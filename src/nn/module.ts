@@ -34,13 +34,13 @@ export type BindError = GpuError | ShapeError;
  * gradients, saved statistics), so that a training step allocates nothing.
  */
 export interface Module {
-  /** Output shape for an input shape; a shape the module cannot take is a ShapeError. */
-  readonly outputShape: (input: readonly number[]) => readonly number[];
+  /** Output shape for an input shape; a shape the module cannot take fails with a ShapeError naming it. */
+  readonly outputShape: (input: readonly number[]) => Effect.Effect<readonly number[], ShapeError>;
   /**
    * Forward FLOPs for an input shape, 2 per multiply-add of the convolutions and matmuls (the usual count; the
-   * elementwise, normalisation and pooling work is not counted). Absent: none of those.
+   * elementwise, normalisation and pooling work is not counted). Absent: none of those. Fails as `outputShape`.
    */
-  readonly flops?: (input: readonly number[]) => number;
+  readonly flops?: (input: readonly number[]) => Effect.Effect<number, ShapeError>;
   readonly bind: (
     x: Tensor<"f32">,
     dx: Tensor<"f32"> | undefined,
@@ -48,17 +48,21 @@ export interface Module {
   ) => Effect.Effect<Bound, BindError, Gpu>;
 }
 
+/** A module's forward FLOPs for an input shape: 0 for one that declares none (see `Module.flops`). */
+export const flopsOf = (m: Module, input: readonly number[]): Effect.Effect<number, ShapeError> =>
+  m.flops?.(input) ?? Effect.as(m.outputShape(input), 0);
+
 /** Modules applied in order; the backward runs in reverse, each writing the previous module's output gradient. */
 export const sequential = (...modules: readonly Module[]): Module => ({
-  outputShape: (input) => modules.reduce((shape, m) => m.outputShape(shape), input),
-  flops: (input) => {
+  outputShape: (input) => Effect.reduce(modules, () => input, (shape, m) => m.outputShape(shape)),
+  flops: Effect.fnUntraced(function* (input) {
     let shape = input, total = 0;
     for (const m of modules) {
-      total += m.flops?.(shape) ?? 0;
-      shape = m.outputShape(shape);
+      total += yield* flopsOf(m, shape);
+      shape = yield* m.outputShape(shape);
     }
     return total;
-  },
+  }),
   bind: Effect.fnUntraced(function* (x, dx, opts) {
     const bound: Bound[] = [];
     let input = x;

@@ -1,4 +1,4 @@
-import { Effect } from "effect";
+import { Effect, Schema } from "effect";
 import { Gpu, type GpuContext } from "../gpu/gpu.ts";
 import { alloc } from "../gpu/kernel.ts";
 import { numel, Tensor } from "../gpu/tensor.ts";
@@ -23,6 +23,11 @@ export interface StoreEntry {
 interface Entry extends StoreEntry {
   readonly init: Init;
 }
+
+/** A state (a checkpoint, another model's tensors) that does not fit a store: a missing name or a wrong size. */
+export class StateDictError extends Schema.TaggedError<StateDictError>()("StateDictError", {
+  message: Schema.String,
+}) {}
 
 /** A tensor of a flat store: a named view, valid once the store is allocated. */
 export class Slot {
@@ -165,21 +170,51 @@ export class ParamStore {
     return out;
   }
 
-  /** Writes tensors by name (a checkpoint, or another model's state); unknown names or wrong sizes are refused. */
+  /**
+   * Writes tensors by name (a checkpoint, or another model's state) into the stores. A missing name or a wrong size
+   * fails with a StateDictError before anything is written; names the model does not have are ignored.
+   */
+  loadState(state: ReadonlyMap<string, Float32Array<ArrayBuffer>>): Effect.Effect<void, StateDictError, Gpu> {
+    return Effect.gen({ self: this }, function* () {
+      const bad = this.checkState(state);
+      if (bad !== undefined) return yield* bad;
+      this.writeState(yield* Gpu, state);
+    });
+  }
+
+  /**
+   * `loadState` for code outside an Effect: throws the StateDictError.
+   * @deprecated use `yield* store.loadState(state)`, whose failure is typed.
+   */
   loadStateDict(gpu: GpuContext, state: ReadonlyMap<string, Float32Array<ArrayBuffer>>): void {
-    const all = [
+    const bad = this.checkState(state);
+    if (bad !== undefined) throw bad;
+    this.writeState(gpu, state);
+  }
+
+  private get entries() {
+    return [
       ...this.paramEntries.map((e) => [e, this.values] as const),
       ...this.bufferEntries.map((e) => [e, this.buffers] as const),
     ];
-    const missing = all.filter(([e]) => !state.has(e.name)).map(([e]) => e.name);
-    if (missing.length > 0) throw new RangeError(`state is missing ${missing.join(", ")}`);
-    for (const [e, store] of all) {
+  }
+
+  private checkState(state: ReadonlyMap<string, Float32Array<ArrayBuffer>>): StateDictError | undefined {
+    const missing = this.entries.filter(([e]) => state.get(e.name) === undefined).map(([e]) => e.name);
+    if (missing.length > 0) return new StateDictError({ message: `state is missing ${missing.join(", ")}` });
+    for (const [e] of this.entries) {
       const data = state.get(e.name)!;
       if (data.length !== numel(e.shape)) {
-        throw new RangeError(`'${e.name}' has ${data.length} values, expected [${e.shape}] = ${numel(e.shape)}`);
+        return new StateDictError({
+          message: `'${e.name}' has ${data.length} values, expected [${e.shape}] = ${numel(e.shape)}`,
+        });
       }
-      gpu.write(view(store, e), data);
     }
+    return undefined;
+  }
+
+  private writeState(gpu: GpuContext, state: ReadonlyMap<string, Float32Array<ArrayBuffer>>): void {
+    for (const [e, store] of this.entries) gpu.write(view(store, e), state.get(e.name)!);
   }
 }
 

@@ -4,7 +4,8 @@ import { Gpu, type GpuContext } from "../../src/gpu/gpu.ts";
 import { run } from "../../src/gpu/kernel.ts";
 import type { Tensor } from "../../src/gpu/tensor.ts";
 import { bindEncoder, encoder, flopsPerImage, residual } from "../../src/nn/models.ts";
-import { ParamBuilder, type ParamStore } from "../../src/nn/params.ts";
+import { ParamBuilder, type ParamStore, StateDictError } from "../../src/nn/params.ts";
+import { ShapeError } from "../../src/gpu/errors.ts";
 import { batchNorm, conv2dLayer, linear, relu } from "../../src/nn/layers.ts";
 import { sequential } from "../../src/nn/module.ts";
 import { assertClose, gpuTest, randoms } from "../helpers.ts";
@@ -141,8 +142,8 @@ gpuTest(
     const head = 2 * (128 * 128 + 128 * 64);
     const convnetFlops = 2 * 9 * (32 * 1 * 784 + 64 * 32 * 196 + 128 * 64 * 49) + head;
     const small = yield* encoder({ arch: "convnet", inChannels: 1, head: "mlp", hidden: 128, dim: 64 }, 0);
-    assert.equal(flopsPerImage(small, [1, 28, 28]), convnetFlops);
-    assert.equal(flopsPerImage(enc, [1, 28, 28]), convnetFlops + 2 * 4_718_592);
+    assert.equal(yield* flopsPerImage(small, [1, 28, 28]), convnetFlops);
+    assert.equal(yield* flopsPerImage(enc, [1, 28, 28]), convnetFlops + 2 * 4_718_592);
     const x = upload(gpu, randoms(2 * 784, 9, 0, 1), [2, 1, 28, 28], "x");
     const b = yield* bindEncoder(enc, x, { train: false, grad: false });
     assert.deepEqual(b.features.shape, [2, 128]);
@@ -244,7 +245,7 @@ gpuTest(
       if (arch === "resnet18-imagenet") {
         // torchvision lists resnet18 at 1.81 G multiply-adds on 224x224: its convolutions' 1,813,561,344, plus
         // here the linear head (512 x 128). Checks the FLOP count through residual blocks, shortcuts and the stem.
-        assert.equal(flopsPerImage(enc, [3, 224, 224]), 2 * (1_813_561_344 + 512 * 128));
+        assert.equal(yield* flopsPerImage(enc, [3, 224, 224]), 2 * (1_813_561_344 + 512 * 128));
       }
       const x = upload(gpu, randoms(2 * 3 * side * side, 9), [2, 3, side, side], "x");
       const b = yield* bindEncoder(enc, x, { train: false, grad: false });
@@ -284,5 +285,38 @@ gpuTest(
     const uw = u.get("conv2.weight")!, ub = 1 / Math.sqrt(32 * 9);
     const ustd = Math.sqrt(uw.reduce((s, v) => s + v * v, 0) / uw.length);
     assert.ok(uw.every((v) => Math.abs(v) <= ub) && Math.abs((ustd * Math.sqrt(3)) / ub - 1) < 0.03, `std ${ustd}`);
+  }),
+);
+
+gpuTest(
+  "nn: a shape a module cannot take and a state that does not fit the store are typed failures, not throws",
+  Effect.gen(function* () {
+    const gpu = yield* Gpu;
+    const enc = yield* encoder({ arch: "convnet", inChannels: 1, head: "linear", dim: 8 }, 0);
+    const wrongChannels = yield* Effect.flip(flopsPerImage(enc, [3, 28, 28]));
+    assert.ok(wrongChannels instanceof ShapeError, String(wrongChannels));
+    assert.match(wrongChannels.message, /conv2d: expects 1 input channels, got \[1,3,28,28\]/);
+    const conv = conv2dLayer(ParamBuilder.create(), 1, 2, { kernel: 5 });
+    const tooSmall = yield* Effect.flip(conv.outputShape([1, 1, 3, 3]));
+    assert.match(tooSmall.message, /conv2d: a 5x5 window with padding 0 does not fit \[1,1,3,3\]/);
+    const x = upload(gpu, randoms(2 * 3 * 28 * 28, 1), [2, 3, 28, 28], "x");
+    const bound = yield* Effect.flip(bindEncoder(enc, x, { train: false, grad: false }));
+    assert.ok(bound instanceof ShapeError, String(bound));
+
+    const state = yield* Effect.promise(() => enc.params.stateDict(gpu));
+    const before = yield* Effect.promise(() => gpu.read(enc.params.values));
+    const partial = new Map(state);
+    partial.delete("conv1.weight");
+    const missing = yield* Effect.flip(enc.params.loadState(partial));
+    assert.ok(missing instanceof StateDictError, String(missing));
+    assert.match(missing.message, /state is missing conv1\.weight$/);
+    const wrongSize = new Map(state).set("fc.weight", new Float32Array(3));
+    const short = yield* Effect.flip(enc.params.loadState(wrongSize));
+    assert.match(short.message, /'fc\.weight' has 3 values, expected \[8,128\] = 1024/);
+    // Nothing was written by the refused loads; a whole state loads.
+    assert.deepEqual(yield* Effect.promise(() => gpu.read(enc.params.values)), before);
+    const ones = new Map([...state].map(([name, v]) => [name, new Float32Array(v.length).fill(1)]));
+    yield* enc.params.loadState(ones);
+    assert.ok((yield* Effect.promise(() => enc.params.stateDict(gpu))).get("conv1.weight")!.every((v) => v === 1));
   }),
 );
