@@ -32,13 +32,11 @@ export interface Conv2dOptions {
   readonly padding?: number | readonly [number, number];
 }
 
-/** Every size a convolution kernel needs, in the order of the kernel's uniform struct. */
-export interface ConvGeometry {
+/** A window slid over [N, ·, H, W]: input and output sizes, window, stride and padding (convolution and pooling). */
+export interface WindowGeometry {
   readonly N: number;
-  readonly Cin: number;
   readonly H: number;
   readonly W: number;
-  readonly Cout: number;
   readonly OH: number;
   readonly OW: number;
   readonly KH: number;
@@ -47,6 +45,12 @@ export interface ConvGeometry {
   readonly sw: number;
   readonly ph: number;
   readonly pw: number;
+}
+
+/** Every size a convolution kernel needs (its uniform struct lists them as `params` does). */
+export interface ConvGeometry extends WindowGeometry {
+  readonly Cin: number;
+  readonly Cout: number;
 }
 
 /** Output length along one axis: floor((size + 2 padding − kernel) / stride) + 1, as PyTorch. */

@@ -5,7 +5,7 @@ import { grid1d, type Params, prepare } from "../gpu/kernel.ts";
 import { ShapeError, shapeError } from "../gpu/errors.ts";
 import { sameShape } from "../gpu/shapes.ts";
 import type { Tensor } from "../gpu/tensor.ts";
-import { convOutputSize } from "./conv2d.ts";
+import { convOutputSize, type WindowGeometry } from "./conv2d.ts";
 
 /**
  * Pooling over NCHW f32 tensors (kernels/pool.wgsl): max pooling as PyTorch's `max_pool2d` (floor mode, padding as
@@ -49,19 +49,8 @@ const checkDistinct = (kernel: string, outputs: readonly Tensor[], inputs: reado
   return undefined;
 };
 
-interface PoolGeometry {
-  readonly N: number;
+interface PoolGeometry extends WindowGeometry {
   readonly C: number;
-  readonly H: number;
-  readonly W: number;
-  readonly OH: number;
-  readonly OW: number;
-  readonly KH: number;
-  readonly KW: number;
-  readonly sh: number;
-  readonly sw: number;
-  readonly ph: number;
-  readonly pw: number;
 }
 
 /** The geometry of max pooling an input of shape [N, C, H, W], or a ShapeError naming the bad option. */
