@@ -17,23 +17,34 @@ export { type Augmenter, type EvalViewer, prepareAugmenter, prepareEvalViewer } 
 export * from "./src/nn/module.ts";
 export * from "./src/nn/layers.ts";
 export * from "./src/nn/models.ts";
-export { type Init, NormalRng, ParamBuilder, ParamStore, Slot, type StoreEntry } from "./src/nn/params.ts";
+export {
+  type Init,
+  NormalRng,
+  ParamBuilder,
+  ParamStore,
+  Slot,
+  StateDictError,
+  type StoreEntry,
+} from "./src/nn/params.ts";
 export * from "./src/nn/schedule.ts";
 
-// Stages of PCL.
-export { augmentBatch, augmentStage } from "./src/data/stages.ts";
-export { load, loadStage, resident } from "./src/data/stages.ts";
+// Data stages: load, augment.
+export * from "./src/data/stages.ts";
+
+// The method (src/pcl): Features -> Clusterings -> Prototypes with φ (the E-step), the M-step, checkpoints, training.
 export * from "./src/pcl/kmeans.ts";
 export * from "./src/pcl/concentration.ts";
+export * from "./src/pcl/estep.ts";
 export {
-  type Clustering as Prototypes,
   MStep,
   type MStepConfig,
   MStepError,
+  type PrototypeTensors,
   sampleColumns,
   type StepMetrics,
 } from "./src/pcl/mstep.ts";
 export * from "./src/pcl/checkpoint.ts";
+export * from "./src/pcl/metrics.ts";
 
 // Evaluation: features, weighted kNN, linear probe, clustering metrics.
 export * from "./src/eval/mod.ts";
@@ -41,22 +52,19 @@ export * from "./src/eval/mod.ts";
 // Files.
 export * from "./src/io/npy.ts";
 export * from "./src/io/safetensors.ts";
+export * from "./src/io/matrix.ts";
 export { WriteError, writeFile } from "./src/io/atomic.ts";
 export { lockRunDirectory, RunLocked } from "./src/io/lock.ts";
 
-// Configs and the training pipelines.
+// Configs and training.
 export * from "./src/config.ts";
+export { ConfigMismatch, evaluateUntrained, train, type TrainResult } from "./src/pcl/train.ts";
 export {
-  ConfigMismatch,
   Diverged,
-  EpochMetrics,
   infoNceEpoch,
   Interrupted,
   pclEpoch,
   type PhaseProgress,
-  presetOf,
-  train,
-  trainingSeconds,
+  type StepProgress,
   type TrainOptions,
-  type TrainResult,
-} from "./src/pcl/train.ts";
+} from "./src/pcl/epoch.ts";

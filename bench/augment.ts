@@ -11,7 +11,6 @@
  *
  *   deno run -A bench/augment.ts [--steps 10] [--reps 5] [--only TEXT (cases whose name contains it)]
  */
-import { parseArgs } from "node:util";
 import { Effect } from "effect";
 import { Gpu, type GpuContext } from "../src/gpu/gpu.ts";
 import { GpuTimer } from "../src/gpu/timer.ts";
@@ -20,12 +19,14 @@ import { type Dataset, type HostDataset, Sampler, toGpu } from "../src/data/data
 import { readSource } from "../src/data/source.ts";
 import { type Augmenter, prepareAugmenter } from "../src/ops/augment.ts";
 
-const args = parseArgs({
-  args: Deno.args,
-  options: { steps: { type: "string" }, reps: { type: "string" }, only: { type: "string" } },
-}).values;
-const STEPS = Number(args.steps ?? 10);
-const REPS = Number(args.reps ?? 5);
+/** The value after `--name` on the command line, if given. */
+const flag = (name: string) => {
+  const i = Deno.args.indexOf(`--${name}`);
+  return i >= 0 ? Deno.args[i + 1] : undefined;
+};
+const STEPS = Number(flag("steps") ?? 10);
+const REPS = Number(flag("reps") ?? 5);
+const ONLY = flag("only");
 const BATCH = 256;
 
 /** 50,000 random 3x32x32 images (xorshift bytes): the kernel's cost does not depend on the content. */
@@ -109,7 +110,7 @@ const program = Effect.gen(function* () {
   ];
   const resident = new Map<HostDataset, Dataset>();
   for (const [name, host, preset, gather] of cases) {
-    if (args.only !== undefined && !name.includes(args.only)) continue;
+    if (ONLY !== undefined && !name.includes(ONLY)) continue;
     const ds = resident.get(host) ?? (yield* toGpu(host));
     resident.set(host, ds);
     const aug = yield* prepareAugmenter(ds, { preset, batch: BATCH, seed: 0, gather });

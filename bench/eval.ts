@@ -17,7 +17,7 @@ import { Effect, References } from "effect";
 import { Gpu } from "../src/gpu/gpu.ts";
 import { knnClassify } from "../src/eval/knn.ts";
 import { linearProbe } from "../src/eval/linear_probe.ts";
-import type { Matrix } from "../src/pcl/kmeans.ts";
+import type { Matrix } from "../src/io/matrix.ts";
 
 const arg = (name: string, fallback: number) => {
   const i = Deno.args.indexOf(name);

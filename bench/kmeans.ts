@@ -17,8 +17,9 @@
 import { Effect, References } from "effect";
 import { Gpu } from "../src/gpu/gpu.ts";
 import { formatNpy } from "../src/io/npy.ts";
-import { kmeans, type Matrix } from "../src/pcl/kmeans.ts";
-import { Rng } from "../src/ops/kmeans.ts";
+import type { Matrix } from "../src/io/matrix.ts";
+import { kmeans } from "../src/pcl/kmeans.ts";
+import { Rng } from "../src/pcl/faiss.ts";
 
 const N = 60_000;
 const ITERATIONS = 20;

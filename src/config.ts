@@ -1,6 +1,8 @@
 import { Effect, Schema } from "effect";
 import YAML from "yaml";
 import { Source } from "./data/source.ts";
+import { mnist, type PresetOptions, v1, v2 } from "./data/augmentations.ts";
+import type { Dataset } from "./data/dataset.ts";
 
 const PosInt = Schema.Int.check(Schema.isGreaterThan(0));
 const NonNegInt = Schema.Int.check(Schema.isGreaterThanOrEqualTo(0));
@@ -202,4 +204,19 @@ export const configDiff = (a: unknown, b: unknown, prefix = ""): string[] => {
     );
   }
   return JSON.stringify(a) === JSON.stringify(b) ? [] : [prefix || "(root)"];
+};
+
+/** The evaluation view (E-step, evaluation, `stage encode`): the preset's side and normalisation, no randomness. */
+export const evaluationView = (c: TrainConfig) => {
+  const p = presetOf(c);
+  return { side: p.side, mean: p.mean, std: p.std, batch: c.batchSize };
+};
+
+/** The encoder a config describes, for a dataset's channels. */
+export const encoderSpec = (c: TrainConfig, dataset: Dataset) => ({ ...c.model, inChannels: dataset.info.channels });
+
+/** The augmentation preset a config names, at its side. */
+export const presetOf = (c: TrainConfig) => {
+  const o: PresetOptions = c.augment.side === undefined ? {} : { side: c.augment.side };
+  return c.augment.preset === "mnist" ? mnist(o) : c.augment.preset === "v1" ? v1(o) : v2(o);
 };

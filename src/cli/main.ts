@@ -3,42 +3,17 @@
  * Failures print one line (`error: ...`) and exit non-zero; `--log-level debug` adds the cause's details.
  */
 import { Cause, Effect, Exit, Layer, Logger, Option, References } from "effect";
-import { Argument, Command, Flag } from "effect/cli";
+import { Command, Flag } from "effect/cli";
 import { loadConfig, TrainConfig } from "../config.ts";
-import { PCL_KMEANS } from "../pcl/kmeans.ts";
-import { classCounts } from "../data/dataset.ts";
-import { readSource } from "../data/source.ts";
 import { Gpu } from "../gpu/gpu.ts";
-import { writeFile } from "../io/atomic.ts";
-import { writeNpy } from "../io/npy.ts";
-import { encoder } from "../nn/models.ts";
-import {
-  encoderSpec,
-  evaluateUntrained,
-  evaluationView,
-  type PhaseProgress,
-  type StepProgress,
-  train,
-  trainingSeconds,
-  type TrainResult,
-} from "../pcl/train.ts";
-import { loadDataset } from "../data/source.ts";
-import { loadCheckpoint } from "../pcl/checkpoint.ts";
-import { prepareExtractor } from "../eval/features.ts";
-import type { EvaluationReport } from "../eval/mod.ts";
+import type { PhaseProgress, StepProgress } from "../pcl/epoch.ts";
+import { type Evaluation, trainingSeconds } from "../pcl/metrics.ts";
+import { evaluateUntrained, train, type TrainResult } from "../pcl/train.ts";
 import { DenoCliEnv } from "./env.ts";
-import { renderPreview } from "./stage_augment.ts";
-import { runStageCluster } from "./stage_cluster.ts";
+import { configFlag, outFlag } from "./flags.ts";
+import { stageCommand } from "./stage.ts";
 
 const VERSION = "0.1.0";
-const DEFAULT_CONFIG = new URL("../../pipelines/mnist.yaml", import.meta.url).pathname;
-
-const configFlag = Flag.String("config").pipe(
-  Flag.withAlias("c"),
-  Flag.withDescription(`YAML config (default: pipelines/mnist.yaml)`),
-  Flag.withDefault(DEFAULT_CONFIG),
-);
-
 /** The stop request a signal makes: the current step finishes, a checkpoint is written, training stops. */
 const stop: { signal: string | undefined } = { signal: undefined };
 
@@ -130,17 +105,22 @@ const summary = (r: TrainResult, config: TrainConfig) => {
     lines.push(`  ${speed.toFixed(0)} images/s on average (M-step); training time ${r.seconds.toFixed(0)} s`);
     const e = last.evaluation;
     if (e) {
-      lines.push(
-        "",
-        "  Evaluation (query encoder, test set)",
-        `    kNN top-1         ${
-          Object.entries(e.knn).map(([k, v]) => `${k.replace("k", "k=")} ${pct(v)}`).join("   ")
-        }`,
-        `    linear probe      ${pct(e.linear)}`,
-        `    k-means (K = classes) on head features: AMI ${e.clustering.ami.toFixed(3)}  NMI ${
-          e.clustering.nmi.toFixed(3)
-        }  ARI ${e.clustering.ari.toFixed(3)}  ACC ${pct(e.clustering.acc)}`,
-      );
+      lines.push("", "  Evaluation (query encoder, test set)");
+      if (e.knn) {
+        lines.push(
+          `    kNN top-1         ${
+            Object.entries(e.knn).map(([k, v]) => `${k.replace("k", "k=")} ${pct(v)}`).join("   ")
+          }`,
+        );
+      }
+      if (e.linear !== undefined) lines.push(`    linear probe      ${pct(e.linear)}`);
+      const c = e.clustering;
+      if (c) {
+        lines.push(
+          `    k-means (K = classes) on head features: AMI ${c.ami.toFixed(3)}  NMI ${c.nmi.toFixed(3)}  ` +
+            `ARI ${c.ari.toFixed(3)}  ACC ${pct(c.acc)}`,
+        );
+      }
     }
     if (last.estep) {
       lines.push(`    E-step vs labels: ${last.estep.map((c) => `K=${c.k} AMI ${c.ami.toFixed(3)}`).join("   ")}`);
@@ -159,16 +139,6 @@ const epochsFlag = Flag.Int("epochs").pipe(
 /** The config file with `--epochs` merged in before decoding: an override meets the YAML's rules and paths. */
 const configWithEpochs = (o: { readonly config: string; readonly epochs: Option.Option<number> }) =>
   loadConfig(o.config, Option.isSome(o.epochs) ? { epochs: o.epochs.value } : {});
-
-/** An integer flag with a lower bound: anything below it is a usage error naming the flag. */
-const intAtLeast = (name: string, min: number, description: string) =>
-  Flag.Int(name).pipe(
-    Flag.withDescription(description),
-    Flag.filter((v) => v >= min, (v) => `--${name} must be an integer >= ${min}, not ${v}`),
-  );
-
-const outFlag = (description: string) =>
-  Flag.String("out").pipe(Flag.withAlias("o"), Flag.withDescription(description), Flag.optional);
 
 /**
  * Seconds left: this epoch's remaining steps at the current speed, then each later epoch at the mean wall time of the
@@ -250,15 +220,15 @@ const compareCommand = Command.make("compare", {
     const pct = (v: number | undefined) => (v === undefined ? "-" : `${(100 * v).toFixed(1)}%`);
     const row = (
       label: string,
-      e: Pick<EvaluationReport, "knn" | "linear" | "clustering"> | undefined,
+      e: Evaluation | undefined,
       time: string,
     ) => [
       label,
-      pct(e?.knn["k20"]),
-      pct(e?.knn["k200"]),
+      pct(e?.knn?.["k20"]),
+      pct(e?.knn?.["k200"]),
       pct(e?.linear),
-      e ? e.clustering.ami.toFixed(3) : "-",
-      e ? e.clustering.nmi.toFixed(3) : "-",
+      e?.clustering ? e.clustering.ami.toFixed(3) : "-",
+      e?.clustering ? e.clustering.nmi.toFixed(3) : "-",
       time,
     ];
     const rows: string[][] = [];
@@ -276,135 +246,6 @@ const compareCommand = Command.make("compare", {
       ["", `${base.name}, seed ${base.seed}, ${base.epochs} epochs each:`, line(header), ...rows.map(line)].join("\n"),
     );
   })).pipe(Command.withDescription("Train PCL and the InfoNCE-only baseline with the same seed and budget; compare"));
-
-const loadCommand = Command.make("load", { config: configFlag }, (o) =>
-  Effect.gen(function* () {
-    const config = yield* loadConfig(o.config);
-    const host = yield* readSource(config.train);
-    const i = host.info;
-    console.log(`${i.name}: ${i.n} images, ${i.channels}x${i.height}x${i.width}, ${i.classes} classes (${i.source})`);
-    console.log(`per class: ${classCounts(host.labels, i.classes).join(", ")}`);
-  })).pipe(Command.withDescription("Load the config's training set and print a summary"));
-
-const augmentCommand = Command.make("augment", {
-  config: configFlag,
-  preview: Flag.String("preview").pipe(Flag.withDescription("PNG to write: originals and their augmented views")),
-  n: intAtLeast("n", 1, "images").pipe(Flag.withDefault(8)),
-  views: intAtLeast("views", 1, "views per image").pipe(Flag.withDefault(4)),
-}, (o) =>
-  Effect.gen(function* () {
-    const config = yield* loadConfig(o.config);
-    const preview = yield* renderPreview({
-      source: config.train,
-      preset: config.augment.preset,
-      ...(config.augment.side === undefined ? {} : { side: config.augment.side }),
-      n: o.n,
-      views: o.views,
-      seed: config.seed,
-      epoch: 0,
-      step: 0,
-      zoom: 4,
-    }).pipe(Effect.provide(Gpu.layer));
-    yield* writeFile(o.preview, preview.png);
-    console.log(`wrote ${o.preview} (${preview.width}x${preview.height})`);
-  })).pipe(Command.withDescription("Write a preview grid of the config's augmentation as a PNG"));
-
-const checkpointFlag = Flag.String("checkpoint").pipe(Flag.withDescription("checkpoint manifest (.json)"));
-
-const encodeCommand = Command.make("encode", {
-  config: configFlag,
-  checkpoint: checkpointFlag,
-  out: Flag.String("out").pipe(Flag.withDescription(".npy file for the N x d features")),
-}, (o) =>
-  Effect.gen(function* () {
-    const config = yield* loadConfig(o.config);
-    const ckpt = yield* loadCheckpoint(o.checkpoint);
-    const dataset = yield* loadDataset(config.train);
-    const key = yield* encoder(encoderSpec(config, dataset), config.seed);
-    const gpu = yield* Gpu;
-    const state = new Map(
-      [...key.params.parameters, ...key.params.bufferNames].map((e) => {
-        const t = ckpt.tensors.get(`encoder_k.${e.name}`);
-        return [e.name, t?.data as Float32Array<ArrayBuffer>] as const;
-      }),
-    );
-    key.params.loadStateDict(gpu, state);
-    const extractor = yield* prepareExtractor(key, evaluationView(config));
-    const f = yield* extractor.extract(dataset);
-    yield* writeNpy(o.out, f.head);
-    console.log(`wrote ${o.out}: ${f.head.shape.join(" x ")} features of the momentum encoder`);
-  }).pipe(Effect.provide(Gpu.layer))).pipe(
-    Command.withDescription("Encode the training set with a checkpoint's momentum encoder into a .npy file"),
-  );
-
-/** `--k 10,20,40`: distinct integers >= 2. */
-const parseKs = (text: string) => {
-  const ks = text.split(",").map((s) => Number(s.trim()));
-  return ks.every((k) => Number.isSafeInteger(k) && k >= 2) && new Set(ks).size === ks.length
-    ? Option.some(ks)
-    : Option.none();
-};
-
-const clusterCommand = Command.make("cluster", {
-  features: Flag.String("features").pipe(Flag.withDescription("N x d float32 features: .npy or .safetensors")),
-  tensor: Flag.String("tensor").pipe(Flag.withDescription("the tensor's name in a .safetensors file"), Flag.optional),
-  k: Flag.String("k").pipe(
-    Flag.withDescription("the K of each clustering, comma-separated (e.g. 10,20,40)"),
-    Flag.filterMap(parseKs, (text) => `--k must list distinct integers >= 2, not '${text}'`),
-  ),
-  iters: intAtLeast("iters", 1, "Lloyd iterations").pipe(Flag.withDefault(PCL_KMEANS.niter)),
-  nredo: intAtLeast("nredo", 1, "restarts, keeping the lowest objective").pipe(Flag.withDefault(PCL_KMEANS.nredo)),
-  seed: intAtLeast("seed", 0, "the K at position i uses seed + i").pipe(Flag.withDefault(PCL_KMEANS.seed)),
-  maxPoints: intAtLeast("max-points-per-centroid", 1, "subsample to K times this many points").pipe(
-    Flag.withDefault(PCL_KMEANS.maxPointsPerCentroid),
-  ),
-  spherical: Flag.Boolean("spherical").pipe(Flag.withDescription("normalise centroids"), Flag.withDefault(false)),
-  temperature: Flag.Finite("temperature").pipe(
-    Flag.withDescription("also write φ, rescaled to mean τ"),
-    Flag.filter((t) => t > 0, (t) => `--temperature must be a positive number, not ${t}`),
-    Flag.optional,
-  ),
-  out: Flag.String("out").pipe(Flag.withDescription("the prototypes file (.safetensors)")),
-}, (o) =>
-  runStageCluster({
-    features: o.features,
-    tensor: Option.getOrUndefined(o.tensor),
-    out: o.out,
-    temperature: Option.getOrUndefined(o.temperature),
-    options: {
-      ks: o.k,
-      niter: o.iters,
-      nredo: o.nredo,
-      seed: o.seed,
-      maxPointsPerCentroid: o.maxPoints,
-      spherical: o.spherical,
-    },
-  }).pipe(Effect.provide(Gpu.layer))).pipe(
-    Command.withDescription("k-means (and φ with --temperature) of a features file, into a safetensors file"),
-  );
-
-const inspectCommand = Command.make(
-  "checkpoint",
-  { manifest: Argument.String("manifest") },
-  (o) =>
-    Effect.gen(function* () {
-      const c = yield* loadCheckpoint(o.manifest);
-      const m = c.manifest;
-      console.log(`${o.manifest}: verified (${m.tensors.bytes} bytes, sha256 ${m.tensors.sha256.slice(0, 16)}...)`);
-      console.log(
-        `epoch ${m.epoch + 1}, step ${m.step}/${m.stepsPerEpoch}, queue pointer ${m.queuePointer}, ` +
-          `config ${m.configHash}`,
-      );
-      console.log(
-        `${c.tensors.size} tensors; metrics of ${m.metrics.length} epochs; written ${m.createdAt} on ${m.adapter}`,
-      );
-    }),
-).pipe(Command.withDescription("Verify a checkpoint and print what it holds"));
-
-const stageCommand = Command.make("stage").pipe(
-  Command.withDescription("Run one stage on its own"),
-  Command.withSubcommands([loadCommand, augmentCommand, encodeCommand, clusterCommand, inspectCommand]),
-);
 
 export const cli = Command.make("pcl").pipe(
   Command.withDescription("Prototypical Contrastive Learning on WebGPU"),

@@ -2,31 +2,21 @@
  * The augment stage alone, as a picture: a grid of n images (one per row), the original (evaluation view) in the
  * first column and `views` independent augmented views beside it, written as a PNG for a person to look at.
  *
- *   deno run -A src/cli/stage_augment.ts --preview out.png [--preset mnist|v1|v2|aug-plus] [--n 8] [--views 4]
- *     [--seed 0] [--epoch 0] [--step 0] [--side S] [--zoom Z]
+ *   deno task stage augment --preview out.png [--config FILE] [--preset mnist|v1|v2|aug-plus] [--n 8] [--views 4]
+ *     [--seed S] [--epoch 0] [--step 0] [--side S] [--zoom Z]
  *     [--source mnist|fashion-mnist[:DIR]|cifar10:DIR|imagefolder:DIR|synthetic]
  *
- * Defaults: the mnist preset on embedded MNIST; v1/v2 on synthetic RGB shapes, at the source's own side unless
- * --side is given (v1/v2's default 224 would only upscale 32-pixel images).
+ * The config (default pipelines/mnist.yaml) gives the source, preset, side and seed; the flags override them. Without
+ * a side, v1/v2 previews stay at the source's own side (their default 224 would only upscale 32-pixel images).
  */
-import { parseArgs } from "node:util";
-import { Cause, Effect, Exit, Schema } from "effect";
+import { Effect } from "effect";
 import { encode as encodePng } from "fast-png";
-import { Gpu } from "../gpu/gpu.ts";
 import { read, run } from "../gpu/kernel.ts";
 import { type PresetName, PRESETS } from "../data/augmentations.ts";
 import { Sampler, toGpu } from "../data/dataset.ts";
 import type { Source } from "../data/source.ts";
 import { prepareAugmenter, prepareEvalViewer } from "../ops/augment.ts";
 import { load } from "../data/stages.ts";
-
-export class UsageError extends Schema.TaggedError<UsageError>()("UsageError", { message: Schema.String }) {}
-
-export const USAGE = `usage: stage_augment --preview OUT.png [--preset ${Object.keys(PRESETS).join("|")}] [--n 8] ` +
-  `[--views 4] [--seed 0] [--epoch 0] [--step 0] [--side S] [--zoom Z]
-         [--source mnist|fashion-mnist[:DIR]|cifar10:DIR|imagefolder:DIR|synthetic]`;
-
-const usage = (message: string) => new UsageError({ message: `${message}\n${USAGE}` });
 
 export interface PreviewOptions {
   readonly preset: PresetName;
@@ -106,76 +96,8 @@ export const renderPreview = (o: PreviewOptions) =>
     return { png: encodePng({ width, height, channels: 3, depth: 8, data: rgb }), width, height, side };
   });
 
-const integer = (name: string, text: string | undefined, fallback: number, min: number) =>
-  Effect.gen(function* () {
-    if (text === undefined) return fallback;
-    const v = Number(text);
-    if (!Number.isSafeInteger(v) || v < min) {
-      return yield* usage(`--${name} must be an integer >= ${min}, not '${text}'`);
-    }
-    return v;
-  });
-
-/** Parses the arguments, renders the grid and writes it; returns what it wrote. */
-export const stageAugment = (args: readonly string[]) =>
-  Effect.gen(function* () {
-    const parsed = yield* Effect.try({
-      try: () =>
-        parseArgs({
-          args: [...args],
-          options: {
-            preview: { type: "string" },
-            preset: { type: "string" },
-            n: { type: "string" },
-            views: { type: "string" },
-            seed: { type: "string" },
-            epoch: { type: "string" },
-            step: { type: "string" },
-            side: { type: "string" },
-            zoom: { type: "string" },
-            source: { type: "string" },
-          },
-          strict: true,
-          allowPositionals: false,
-        }).values,
-      catch: (e) => usage(e instanceof Error ? e.message : String(e)),
-    });
-    if (parsed.preview === undefined) return yield* usage("--preview OUT.png is required");
-    const preset = (parsed.preset ?? "mnist") as PresetName;
-    if (!(preset in PRESETS)) return yield* usage(`--preset must be one of ${Object.keys(PRESETS).join(", ")}`);
-    const sourceText = parsed.source ?? (preset === "mnist" ? "mnist" : "synthetic");
-    const source = parseSource(sourceText);
-    if (source === undefined) return yield* usage(`--source '${sourceText}' is not a source`);
-    const side = parsed.side === undefined ? undefined : yield* integer("side", parsed.side, 0, 1);
-    const zoom = parsed.zoom === undefined ? undefined : yield* integer("zoom", parsed.zoom, 0, 1);
-    const options: PreviewOptions = {
-      preset,
-      source,
-      n: yield* integer("n", parsed.n, 8, 1),
-      views: yield* integer("views", parsed.views, 4, 1),
-      seed: yield* integer("seed", parsed.seed, 0, 0),
-      epoch: yield* integer("epoch", parsed.epoch, 0, 0),
-      step: yield* integer("step", parsed.step, 0, 0),
-      ...(side === undefined ? {} : { side }),
-      ...(zoom === undefined ? {} : { zoom }),
-    };
-    const { png, width, height } = yield* renderPreview(options);
-    const file = parsed.preview;
-    yield* Effect.tryPromise({
-      try: () => Deno.writeFile(file, png),
-      catch: (e) => usage(`cannot write ${file}: ${e instanceof Error ? e.message : String(e)}`),
-    });
-    yield* Effect.logInfo(
-      `wrote ${file}: ${width} x ${height}, ${options.n} images (original, then ${options.views} ${preset} views)`,
-    );
-    return { file, width, height, options };
-  });
-
 if (import.meta.main) {
-  const exit = await Effect.runPromiseExit(stageAugment(Deno.args).pipe(Effect.provide(Gpu.layer)));
-  if (Exit.isFailure(exit)) {
-    const e = Cause.squash(exit.cause) as { message?: string };
-    console.error(e?.message ?? String(e));
-    Deno.exit(e instanceof UsageError ? 2 : 1);
-  }
+  // One parser for both ways in: this entry point is `pcl stage augment`.
+  const { main } = await import("./main.ts");
+  Deno.exit(await main(["stage", "augment", ...Deno.args]));
 }

@@ -13,35 +13,10 @@
  * `__metadata__` holds JSON strings: `format`, `ks`, `options`, and `k{K}` (objective, restarts, splits, seed).
  */
 import { Effect } from "effect";
-import { readNpyMatrix } from "../io/npy.ts";
-import { readSafetensors, type SafeTensor, SafetensorsError, writeSafetensors } from "../io/safetensors.ts";
-import { cluster, type ClusterOptions, type Matrix } from "../pcl/kmeans.ts";
-import { concentration } from "../pcl/concentration.ts";
-
-/** The features matrix of a `.npy` or `.safetensors` file. */
-export const readFeatures = (file: string, tensor?: string) =>
-  Effect.gen(function* () {
-    if (!file.endsWith(".safetensors")) return yield* readNpyMatrix(file);
-    const { tensors } = yield* readSafetensors(file);
-    const names = [...tensors.keys()];
-    const name = tensor ?? (names.length === 1 ? names[0] : tensors.has("features") ? "features" : undefined);
-    const t: SafeTensor | undefined = name === undefined ? undefined : tensors.get(name);
-    if (t === undefined) {
-      return yield* new SafetensorsError({
-        file,
-        message:
-          `${file}: ${name === undefined ? "several tensors and none named 'features'" : `no tensor '${name}'`}` +
-          ` (it has: ${names.join(", ") || "none"}); pick one with --tensor`,
-      });
-    }
-    if (t.dtype !== "F32" || t.shape.length !== 2) {
-      return yield* new SafetensorsError({
-        file,
-        message: `${file}: tensor '${name}' is ${t.dtype} [${t.shape}], not a 2-D F32 matrix`,
-      });
-    }
-    return { data: t.data, shape: [t.shape[0]!, t.shape[1]!] } as Matrix;
-  });
+import { readMatrix } from "../io/matrix.ts";
+import { type SafeTensor, writeSafetensors } from "../io/safetensors.ts";
+import { clusterStage, concentrationStage } from "../pcl/estep.ts";
+import type { ClusterOptions } from "../pcl/kmeans.ts";
 
 export interface StageClusterArgs {
   readonly features: string;
@@ -54,11 +29,11 @@ export interface StageClusterArgs {
 /** Reads the features, clusters, writes the file; returns what it wrote, for logs and tests. */
 export const runStageCluster = ({ features: file, tensor, out, temperature, options }: StageClusterArgs) =>
   Effect.gen(function* () {
-    const features = yield* readFeatures(file, tensor);
-    const clusterings = yield* cluster(features, options);
+    const features = yield* readMatrix(file, tensor);
+    const clusterings = yield* clusterStage(options).run(features);
     const phis = temperature === undefined
       ? undefined
-      : (yield* concentration(clusterings, temperature)).clusterings.map((c) => c.concentration);
+      : (yield* concentrationStage(temperature).run(clusterings)).clusterings.map((c) => c.concentration);
 
     const [n, d] = [clusterings.n, clusterings.d];
     const tensors = new Map<string, SafeTensor>();
@@ -85,9 +60,6 @@ export const runStageCluster = ({ features: file, tensor, out, temperature, opti
       });
     }
     yield* writeSafetensors(out, tensors, metadata);
-    for (const c of clusterings.clusterings) {
-      yield* Effect.logInfo(`K=${c.k}: objective ${c.objective.toPrecision(7)} (restart ${c.bestRestart})`);
-    }
     yield* Effect.logInfo(`wrote ${out}: ${tensors.size} tensors for N=${n}, d=${d}`);
     return { file: out, tensors: [...tensors.keys()], metadata };
   });

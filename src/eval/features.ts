@@ -19,7 +19,7 @@ import type { Dataset } from "../data/dataset.ts";
 import { type EvalViewer, prepareEvalViewer } from "../ops/augment.ts";
 import { copy } from "../ops/fill.ts";
 import { bindEncoder, type Encoder } from "../nn/models.ts";
-import type { Matrix } from "../pcl/kmeans.ts";
+import type { Matrix } from "../io/matrix.ts";
 
 /** The evaluation view: output side, per-channel normalisation, and the resize before the centre crop. */
 export interface ViewOptions {

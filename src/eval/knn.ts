@@ -18,7 +18,7 @@ import { GpuDeviceLost, type GpuError, type ShapeError, shapeError } from "../gp
 import { Tensor } from "../gpu/tensor.ts";
 import { matmul } from "../ops/matmul.ts";
 import { topk, TOPK_MAX, TOPK_NONE } from "../ops/topk.ts";
-import type { Matrix } from "../pcl/kmeans.ts";
+import type { Matrix } from "../io/matrix.ts";
 import { top1 } from "./metrics.ts";
 
 export interface NeighbourOptions {

@@ -25,7 +25,7 @@ import { matmul } from "../ops/matmul.ts";
 import { sgdStep } from "../ops/optim.ts";
 import { sum } from "../ops/reduce.ts";
 import { softmaxCrossEntropyBackward } from "../ops/softmax_ce.ts";
-import type { Matrix } from "../pcl/kmeans.ts";
+import type { Matrix } from "../io/matrix.ts";
 import { top1 } from "./metrics.ts";
 
 export interface ProbeOptions {

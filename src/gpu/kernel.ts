@@ -224,6 +224,49 @@ export const run = (dispatches: ReadonlyArray<Dispatch>, label = "run") =>
     yield* gpu.guard(Effect.promise(() => gpu.device.queue.onSubmittedWorkDone()));
   });
 
+/** What `submitAndRead` records into one command buffer. */
+export interface Submission {
+  readonly dispatches?: ReadonlyArray<Dispatch>;
+  /** Buffer copies recorded before the compute pass, and after it. */
+  readonly before?: ReadonlyArray<readonly [from: Tensor, to: Tensor]>;
+  readonly after?: ReadonlyArray<readonly [from: Tensor, to: Tensor]>;
+  /** Tensors read back once the submit has run; nothing is awaited when there are none. */
+  readonly reads?: ReadonlyArray<Tensor>;
+}
+
+/**
+ * One command buffer: copies, one compute pass, copies, then the readbacks of `reads` (awaited). For host-driven
+ * loops such as k-means, where the host needs a few values back from each submit. Validation errors typed and naming
+ * the kernels; a device lost during the readbacks fails.
+ */
+export const submitAndRead = ({ dispatches = [], before = [], after = [], reads = [] }: Submission, label = "submit") =>
+  Effect.gen(function* () {
+    const gpu = yield* Gpu;
+    const kernels = [...new Set(dispatches.map((d) => d.kernel))].join(", ") || label;
+    const copy = (enc: GPUCommandEncoder, [from, to]: readonly [Tensor, Tensor]) =>
+      enc.copyBufferToBuffer(from.buffer, from.offset, to.buffer, to.offset, from.byteLength);
+    const pending = yield* validated(
+      kernels,
+      Effect.sync(() => {
+        const enc = gpu.device.createCommandEncoder({ label });
+        for (const c of before) copy(enc, c);
+        if (dispatches.length > 0) {
+          const pass = enc.beginComputePass({ label });
+          for (const d of dispatches) d.record(pass);
+          pass.end();
+        }
+        for (const c of after) copy(enc, c);
+        const out = reads.map((t) => gpu.readAfter(enc, t));
+        gpu.device.queue.submit([enc.finish()]);
+        return out;
+      }),
+    );
+    return yield* gpu.guard(Effect.tryPromise({
+      try: () => Promise.all(pending.map((p) => p())),
+      catch: (e) => e instanceof GpuDeviceLost ? e : new GpuDeviceLost({ reason: "unknown", message: String(e) }),
+    }));
+  });
+
 /** Effect form of `GpuContext.read`: a device lost during the readback is a typed failure. */
 export const read = <D extends DType>(t: Tensor<D>): Effect.Effect<HostArray<D>, GpuDeviceLost, Gpu> =>
   Effect.gen(function* () {

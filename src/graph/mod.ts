@@ -16,6 +16,7 @@ export {
   writeArtifact,
 } from "./runner.ts";
 export { ArtifactStore, type ArtifactStoreShape } from "./store.ts";
+export { hookPoint, StageHooks } from "./hooks.ts";
 export {
   BundleFromBytes,
   Float32FromBytes,

@@ -15,6 +15,7 @@ import { ArtifactCorrupt, StoreError, UnknownStage } from "./errors.ts";
 import { INPUT, type Plan } from "./pipeline.ts";
 import type { Stage } from "./stage.ts";
 import { ArtifactStore } from "./store.ts";
+import { hookPoint } from "./hooks.ts";
 
 export interface RunOptions {
   /** Names the run, e.g. `mnist-pcl` or `mnist-pcl/epoch-3`; `/`-separated [A-Za-z0-9_.-] segments. */
@@ -171,6 +172,7 @@ const execute = <I, O, E, R>(
         : Object.fromEntries(n.deps.map((d) => [d, values.get(d)]));
       const stage = n.stage as Stage<unknown, unknown, E, R>;
       const [took, out] = yield* Effect.timed(stage.run(arg)).pipe(Effect.withLogSpan(name));
+      yield* hookPoint(`${opts.run}/${name}`);
       yield* writeArtifact(key(name), stage.output, out);
       values.set(name, out);
       yield* Effect.logInfo(`stage '${name}' done in ${Math.round(Duration.toMillis(took))} ms`);

@@ -182,16 +182,6 @@ export class ParamStore {
     });
   }
 
-  /**
-   * `loadState` for code outside an Effect: throws the StateDictError.
-   * @deprecated use `yield* store.loadState(state)`, whose failure is typed.
-   */
-  loadStateDict(gpu: GpuContext, state: ReadonlyMap<string, Float32Array<ArrayBuffer>>): void {
-    const bad = this.checkState(state);
-    if (bad !== undefined) throw bad;
-    this.writeState(gpu, state);
-  }
-
   private get entries() {
     return [
       ...this.paramEntries.map((e) => [e, this.values] as const),

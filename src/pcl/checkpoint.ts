@@ -1,8 +1,8 @@
 import { Effect, Schema } from "effect";
-import type { GpuContext } from "../gpu/gpu.ts";
+import { Gpu, type GpuContext } from "../gpu/gpu.ts";
 import { formatSafetensors, parseSafetensors, type SafeTensor } from "../io/safetensors.ts";
 import type { ParamStore } from "../nn/params.ts";
-import type { Clustering, MStep } from "./mstep.ts";
+import type { MStep, PrototypeTensors } from "./mstep.ts";
 import { writeFileAtomic } from "../io/atomic.ts";
 
 /**
@@ -76,7 +76,11 @@ const storeTensors = async (gpu: GpuContext, store: ParamStore, prefix: string, 
 };
 
 /** Everything the M-step needs to continue exactly, as named host tensors. */
-export const captureTensors = async (gpu: GpuContext, m: MStep, prototypes: readonly Clustering[] | undefined) => {
+export const captureTensors = async (
+  gpu: GpuContext,
+  m: MStep,
+  prototypes: readonly PrototypeTensors[] | undefined,
+) => {
   const out = new Map<string, SafeTensor>();
   await storeTensors(gpu, m.query.params, "encoder_q.", out);
   await storeTensors(gpu, m.key.params, "encoder_k.", out);
@@ -108,29 +112,20 @@ const f32 = (t: ReadonlyMap<string, SafeTensor>, name: string, path: string): Fl
   return v.data;
 };
 
-/** Writes a checkpoint's tensors back into the M-step's GPU state; returns the prototypes it held, if any. */
-export const restoreTensors = (gpu: GpuContext, m: MStep, c: Checkpoint): Clustering[] | undefined => {
+/** A checkpoint's tensors as the M-step's host state, every name and size checked (throws CheckpointError). */
+const hostState = (m: MStep, c: Checkpoint) => {
   const t = c.tensors, path = c.manifestPath;
-  const load = (store: ParamStore, prefix: string) => {
-    const state = new Map(
-      [...store.parameters, ...store.bufferNames].map((e) => [e.name, f32(t, prefix + e.name, path)]),
-    );
-    store.loadStateDict(gpu, state);
-  };
-  load(m.query.params, "encoder_q.");
-  load(m.key.params, "encoder_k.");
+  const state = (store: ParamStore, prefix: string) =>
+    new Map([...store.parameters, ...store.bufferNames].map((e) => [e.name, f32(t, prefix + e.name, path)]));
   const momentum = new Float32Array(m.momentumBuffer.size);
   for (const e of m.query.params.parameters) {
     momentum.set(f32(t, `optimizer.momentum_buffer.${e.name}`, path), e.offset);
   }
-  gpu.write(m.momentumBuffer, momentum);
   const queue = f32(t, "queue", path);
   if (queue.length !== m.queue.size) {
     throw new CheckpointError({ path, message: `${path}: queue has ${queue.length} values, expected ${m.queue.size}` });
   }
-  gpu.write(m.queue, queue);
-  m.queuePointer = c.manifest.queuePointer;
-  const prototypes: Clustering[] = [];
+  const prototypes: PrototypeTensors[] = [];
   for (let i = 0; t.has(`prototypes.${i}.centroids`); i++) {
     const im2cluster = t.get(`prototypes.${i}.im2cluster`);
     if (im2cluster?.dtype !== "I32") {
@@ -142,8 +137,36 @@ export const restoreTensors = (gpu: GpuContext, m: MStep, c: Checkpoint): Cluste
       im2cluster: im2cluster.data,
     });
   }
-  return prototypes.length > 0 ? prototypes : undefined;
+  return {
+    query: state(m.query.params, "encoder_q."),
+    key: state(m.key.params, "encoder_k."),
+    momentum,
+    queue,
+    prototypes: prototypes.length > 0 ? prototypes : undefined,
+  };
 };
+
+/**
+ * Writes a checkpoint's tensors back into the M-step's GPU state; returns the prototypes it held, if any. Everything
+ * is checked before anything is written.
+ */
+export const restoreTensors = (m: MStep, c: Checkpoint) =>
+  Effect.gen(function* () {
+    const gpu = yield* Gpu;
+    const path = c.manifestPath;
+    const host = yield* Effect.try({
+      try: () => hostState(m, c),
+      catch: (e) => e instanceof CheckpointError ? e : new CheckpointError({ path, message: `${path}: ${e}` }),
+    });
+    const asCheckpointError = (e: { readonly message: string }) =>
+      new CheckpointError({ path, message: `${path}: ${e.message}` });
+    yield* m.query.params.loadState(host.query).pipe(Effect.mapError(asCheckpointError));
+    yield* m.key.params.loadState(host.key).pipe(Effect.mapError(asCheckpointError));
+    gpu.write(m.momentumBuffer, host.momentum);
+    gpu.write(m.queue, host.queue);
+    m.queuePointer = c.manifest.queuePointer;
+    return host.prototypes;
+  });
 
 /** Writes a checkpoint and removes all but the newest `keep`. Returns the manifest's path. */
 export const saveCheckpoint = (

@@ -1,6 +1,6 @@
 /**
  * The concentration φ of every prototype (`concentration` stage), exactly as PCL's `run_kmeans` computes it
- * (pcl-algorithm.md §4), from the final assignment pass of k-means:
+ * (docs/algorithm.md §4), from the final assignment pass of k-means:
  *
  *   1. φ_c = mean_z ‖v'_z − c‖ / ln(Z + 10) over the Z > 1 members of cluster c (the square root of faiss's squared
  *      distance to the unnormalised centroid);
@@ -12,9 +12,7 @@
  * tensors are.
  */
 import { Effect, Schema } from "effect";
-import { BundleFromBytes, TensorField } from "../graph/codecs.ts";
-import { stage } from "../graph/stage.ts";
-import { type Clustering, type Clusterings, ClusteringSchema } from "./kmeans.ts";
+import type { Clustering, Clusterings } from "./kmeans.ts";
 
 export class ConcentrationError extends Schema.TaggedError<ConcentrationError>()("ConcentrationError", {
   message: Schema.String,
@@ -105,14 +103,14 @@ export const concentrationSteps = (
     return { raw, filled, low, high, phi };
   });
 
-/** A clustering with its prototypes' concentrations. */
+/** One clustering with its prototypes' concentrations: what ProtoNCE uses of one K. */
 export interface PrototypeSet extends Clustering {
   /** K, φ of each prototype, with mean τ. */
   readonly concentration: Float32Array<ArrayBuffer>;
 }
 
-/** What ProtoNCE needs for an epoch: for each K, prototypes, assignments and φ. */
-export interface ClusterResult {
+/** The E-step's result: for each K, prototypes, assignments and φ. */
+export interface Prototypes {
   readonly n: number;
   readonly d: number;
   readonly temperature: number;
@@ -123,7 +121,7 @@ export interface ClusterResult {
 export const concentration = (
   clusterings: Clusterings,
   temperature: number,
-): Effect.Effect<ClusterResult, ConcentrationError> =>
+): Effect.Effect<Prototypes, ConcentrationError> =>
   Effect.gen(function* () {
     const out: PrototypeSet[] = [];
     for (const c of clusterings.clusterings) {
@@ -132,20 +130,3 @@ export const concentration = (
     }
     return { n: clusterings.n, d: clusterings.d, temperature, clusterings: out };
   });
-
-export const ClusterResultSchema = Schema.Struct({
-  n: Schema.Number,
-  d: Schema.Number,
-  temperature: Schema.Number,
-  clusterings: Schema.Array(
-    Schema.Struct({ ...ClusteringSchema.fields, concentration: TensorField(Float32Array<ArrayBuffer>) }),
-  ),
-});
-
-/** `concentration` as a graph stage named "concentration", reading the `cluster` stage's output. */
-export const concentrationStage = (temperature: number) =>
-  stage(
-    "concentration",
-    BundleFromBytes(ClusterResultSchema),
-    (clusterings: Clusterings) => concentration(clusterings, temperature),
-  );

@@ -1,5 +1,8 @@
 /**
- * The E-step's k-means (`cluster` stage): for each K, faiss's k-means as PCL runs it (pcl-algorithm.md §3), on the
+ * (Over 400 lines: the faiss-exact driver is kept whole, rows → buffers → restarts → final pass, each a short
+ * function; its kernels are in src/ops/kmeans.ts and its seeded host choices in ./faiss.ts.)
+ *
+ * The E-step's k-means (`cluster` stage): for each K, faiss's k-means as PCL runs it (docs/algorithm.md §3), on the
  * GPU. Per restart: K distinct data points of a seeded permutation as initial centroids, then `niter` Lloyd
  * iterations, each one: assign every training point to its nearest centroid, add up the objective, recompute the
  * means, split empty clusters. The restart with the lowest final objective wins; one last assignment pass over all
@@ -11,19 +14,13 @@
  */
 import { Effect, Schema } from "effect";
 import { Gpu } from "../gpu/gpu.ts";
-import { alloc, type Dispatch, validated } from "../gpu/kernel.ts";
+import { alloc, type Dispatch, type Submission, submitAndRead } from "../gpu/kernel.ts";
 import type { GpuError, ShapeError } from "../gpu/errors.ts";
 import { type DType, type HostArray, Tensor } from "../gpu/tensor.ts";
 import { fill } from "../ops/fill.ts";
 import * as K from "../ops/kmeans.ts";
-import { BundleFromBytes, TensorField } from "../graph/codecs.ts";
-import { stage } from "../graph/stage.ts";
-
-/** A host matrix, row-major (what `.npy` and safetensors readers give). */
-export interface Matrix {
-  readonly data: Float32Array<ArrayBuffer>;
-  readonly shape: readonly [number, number];
-}
+import * as F from "./faiss.ts";
+import type { Matrix } from "../io/matrix.ts";
 
 /** Features to cluster: N x d f32, on the GPU or on the host. PCL's rows are L2-normalised; k-means does not care. */
 export type Features = Tensor | Matrix;
@@ -85,7 +82,7 @@ export interface Clusterings {
   readonly clusterings: ReadonlyArray<Clustering>;
 }
 
-/** PCL's settings (pcl-algorithm.md §3). */
+/** PCL's settings (docs/algorithm.md §3). */
 export const PCL_KMEANS = { niter: 20, nredo: 5, maxPointsPerCentroid: 1000, seed: 0, spherical: false } as const;
 
 type Failure = KMeansError | GpuError | ShapeError;
@@ -107,7 +104,7 @@ interface Rows {
   readonly chunks: ReadonlyArray<Chunk>;
 }
 
-/** Buffers this call allocated, destroyed when it ends (however it ends). */
+/** Buffers one k-means allocated, destroyed when its scope closes (however it ends): see `pool`. */
 class Pool {
   private readonly buffers: GPUBuffer[] = [];
 
@@ -129,6 +126,9 @@ class Pool {
     for (const b of this.buffers.splice(0)) b.destroy();
   });
 }
+
+/** A pool for the enclosing scope. */
+const pool = Effect.acquireRelease(Effect.sync(() => new Pool()), (p) => p.release);
 
 const gcd = (a: number, b: number): number => (b === 0 ? a : gcd(b, a % b));
 
@@ -222,43 +222,7 @@ const fromDevice = (t: Tensor, chunkRows: number | undefined, pool: Pool) =>
     return { n, d, dp, chunks } satisfies Rows;
   });
 
-interface Submission {
-  readonly dispatches?: ReadonlyArray<Dispatch>;
-  /** Buffer copies recorded before the compute pass, and after it. */
-  readonly before?: ReadonlyArray<readonly [from: Tensor, to: Tensor]>;
-  readonly after?: ReadonlyArray<readonly [from: Tensor, to: Tensor]>;
-  /** Tensors read back once the submit has run; nothing is awaited when there are none. */
-  readonly reads?: ReadonlyArray<Tensor>;
-}
-
-/** One command buffer: copies, one compute pass, copies, readbacks. Validation errors typed, device loss fails. */
-const submit = ({ dispatches = [], before = [], after = [], reads = [] }: Submission) =>
-  Effect.gen(function* () {
-    const gpu = yield* Gpu;
-    const kernels = [...new Set(dispatches.map((d) => d.kernel))].join(", ") || "kmeans copy";
-    const copy = (enc: GPUCommandEncoder, [from, to]: readonly [Tensor, Tensor]) =>
-      enc.copyBufferToBuffer(from.buffer, from.offset, to.buffer, to.offset, from.byteLength);
-    const pending = yield* validated(
-      kernels,
-      Effect.sync(() => {
-        const enc = gpu.device.createCommandEncoder({ label: "kmeans" });
-        for (const c of before) copy(enc, c);
-        if (dispatches.length > 0) {
-          const pass = enc.beginComputePass({ label: "kmeans" });
-          for (const d of dispatches) d.record(pass);
-          pass.end();
-        }
-        for (const c of after) copy(enc, c);
-        const out = reads.map((t) => gpu.readAfter(enc, t));
-        gpu.device.queue.submit([enc.finish()]);
-        return out;
-      }),
-    );
-    return yield* gpu.guard(Effect.tryPromise({
-      try: () => Promise.all(pending.map((p) => p())),
-      catch: (e) => e as GpuError,
-    }));
-  });
+const submit = (s: Submission) => submitAndRead(s, "kmeans");
 
 const prepareRows = (features: Features, chunkRows: number | undefined, pool: Pool) =>
   Effect.gen(function* () {
@@ -320,45 +284,37 @@ const checkK = (k: number, n: number, d: number, gpu: Gpu["Service"]) => {
   return message === undefined ? Effect.void : Effect.fail(new KMeansError({ message }));
 };
 
-/** k-means of the prepared rows into `k` clusters (one K of `cluster`). */
-const runKMeans = (data: Rows, k: number, o: Resolved, init: Float32Array | undefined, pool: Pool) =>
+/** The rows k-means trains on: every row, or faiss's seeded subsample gathered into chunks of its own. */
+const trainingSet = (data: Rows, k: number, o: Resolved, pool: Pool) =>
   Effect.gen(function* () {
+    const sample = F.trainingRows(data.n, k, o.maxPointsPerCentroid, o.seed);
+    if (sample === undefined) return { train: data, subsampled: false };
     const gpu = yield* Gpu;
-    const { n, d, dp } = data;
-    yield* checkK(k, n, d, gpu);
-    if (init !== undefined && init.length !== k * d) {
-      return yield* new KMeansError({ message: `init has ${init.length} values, not K x d = ${k} x ${d}` });
+    const idx = yield* pool.upload(sample, "u32", "sample");
+    const chunks: Chunk[] = [];
+    const gathers: Dispatch[] = [];
+    for (const { first, rows } of spans(sample.length, rowsPerChunk(gpu, data.dp, o.chunkRows))) {
+      const x = yield* pool.alloc([rows, data.dp], "f32", `training ${first}`);
+      for (const src of data.chunks) gathers.push(yield* K.gather(src.x, src.first, idx, first, x));
+      chunks.push({ first, rows, x });
     }
-    if (init !== undefined && !init.every(Number.isFinite)) {
-      return yield* new KMeansError({ message: "init: the initial centroids contain NaN or ±Inf" });
-    }
+    yield* submit({ dispatches: gathers });
+    return { train: { n: sample.length, d: data.d, dp: data.dp, chunks } satisfies Rows, subsampled: true };
+  });
 
-    // The training set: every row, or a seeded subsample gathered into chunks of its own.
-    const sample = K.trainingRows(n, k, o.maxPointsPerCentroid, o.seed);
-    let train = data;
-    if (sample !== undefined) {
-      const idx = yield* pool.upload(sample, "u32", "sample");
-      const chunks: Chunk[] = [];
-      const gathers: Dispatch[] = [];
-      for (const { first, rows } of spans(sample.length, rowsPerChunk(gpu, dp, o.chunkRows))) {
-        const x = yield* pool.alloc([rows, dp], "f32", `training ${first}`);
-        for (const src of data.chunks) gathers.push(yield* K.gather(src.x, src.first, idx, first, x));
-        chunks.push({ first, rows, x });
-      }
-      yield* submit({ dispatches: gathers });
-      train = { n: sample.length, d, dp, chunks };
-    }
-    const nTrain = train.n;
-    const copyOnly = nTrain === k; // faiss's corner case: the centroids are the training points, no iterations
-    const niter = copyOnly ? 0 : o.niter;
-    const nredo = copyOnly ? 1 : o.nredo;
-
+/**
+ * The buffers and dispatches of one K, recorded once: `initialise` (the restart's initial points, then norms),
+ * `assign` (nearest centroids, objective partials, the sort by cluster), `update` (means, splits, norms) and `search`
+ * (the final assignment of all rows).
+ */
+const program = (data: Rows, train: Rows, k: number, o: Resolved, init: Float32Array | undefined, pool: Pool) =>
+  Effect.gen(function* () {
+    const nTrain = train.n, chunksT = train.chunks.length, { dp } = data;
     const cent = yield* pool.alloc([k, dp], "f32", "centroids");
-    const best = nredo > 1 ? yield* pool.alloc([k, dp], "f32", "best centroids") : cent;
+    const best = o.nredo > 1 ? yield* pool.alloc([k, dp], "f32", "best centroids") : cent;
     const cnorm = yield* pool.alloc([K.paddedK(k)], "f32", "centroid norms");
     const labels = yield* pool.alloc([nTrain], "u32", "labels");
     const dist = yield* pool.alloc([nTrain], "f32", "distances");
-    const chunksT = train.chunks.length;
     const counts = yield* pool.alloc([Math.max(chunksT, data.chunks.length) * k], "u32", "counts");
     const countsT = new Tensor(counts.buffer, [chunksT * k], "u32");
     const starts = yield* pool.alloc([chunksT * k], "u32", "starts");
@@ -375,22 +331,18 @@ const runKMeans = (data: Rows, k: number, o: Resolved, init: Float32Array | unde
 
     const zero = yield* fill(counts, 0);
     const normsPost = yield* K.norms(cent, cnorm, o.spherical);
-    const normsOnly = yield* K.norms(cent, cnorm, false);
     const initialise: Dispatch[] = [];
-    const given = init === undefined ? undefined : new Float32Array(k * dp);
-    if (init !== undefined) {
-      for (let c = 0; c < k; c++) given!.set(init.subarray(c * d, (c + 1) * d), c * dp);
-    } else {
+    if (init === undefined) {
       for (const ch of train.chunks) initialise.push(yield* K.gather(ch.x, ch.first, initRows, 0, cent));
     }
     initialise.push(normsPost);
-    const assignTrain: Dispatch[] = [zero];
+    const assign: Dispatch[] = [zero];
     for (const [j, ch] of train.chunks.entries()) {
-      assignTrain.push(yield* K.assign(ch.x, cent, cnorm, labels, dist, counts, ch.first, j * k));
+      assign.push(yield* K.assign(ch.x, cent, cnorm, labels, dist, counts, ch.first, j * k));
     }
-    assignTrain.push(yield* K.objectivePartials(dist, nTrain, partial));
+    assign.push(yield* K.objectivePartials(dist, nTrain, partial));
     const sort = yield* K.radixSort(labels, nTrain, k, scratch);
-    assignTrain.push(...sort.dispatches);
+    assign.push(...sort.dispatches);
     const splitter = yield* K.split(plan, cent);
     const update: Dispatch[] = [];
     for (const [j, ch] of train.chunks.entries()) {
@@ -398,77 +350,86 @@ const runKMeans = (data: Rows, k: number, o: Resolved, init: Float32Array | unde
     }
     update.push(splitter.dispatch, normsPost);
 
-    const startsHost = new Uint32Array(chunksT * k);
-    const planHost = new Uint32Array(2 * k);
-    let bestObjective = Infinity;
-    let bestRestart = 0;
-    const restartObjectives: number[] = [];
-    let bestTrace = { objectives: [] as number[], splits: [] as number[] };
-
-    for (let redo = 0; redo < nredo; redo++) {
-      // Written before this restart's first submit, after the previous restart's work (queue order).
-      if (given !== undefined) gpu.write(cent, given);
-      else {
-        gpu.write(
-          initRows,
-          copyOnly ? Uint32Array.from({ length: k }, (_, i) => i) : K.initialRows(nTrain, k, o.seed, redo),
-        );
-      }
-      let pending = initialise;
-      let objective = 0;
-      const trace = { objectives: [] as number[], splits: [] as number[] };
-      for (let it = 0; it < niter; it++) {
-        const [sizes, partials] =
-          (yield* submit({ dispatches: [...pending, ...assignTrain], reads: [countsT, partial] })) as [
-            Uint32Array,
-            Float32Array,
-          ];
-        objective = 0;
-        for (const p of partials) objective += p;
-        const hassign = new Float32Array(k);
-        let at = 0;
-        for (let c = 0; c < k; c++) {
-          for (let j = 0; j < chunksT; j++) {
-            startsHost[j * k + c] = at;
-            at += sizes[j * k + c]!;
-            hassign[c]! += sizes[j * k + c]!;
-          }
-        }
-        const splits = K.splitPlan(hassign, nTrain);
-        splits.forEach(([ci, cj], s) => planHost.set([ci, cj], 2 * s));
-        gpu.write(starts, startsHost);
-        gpu.write(plan, planHost);
-        splitter.setSplits(splits.length);
-        trace.objectives.push(objective);
-        trace.splits.push(splits.length);
-        pending = update;
-      }
-      restartObjectives.push(objective);
-      const improved = objective < bestObjective;
-      yield* submit({ dispatches: pending, after: improved && best !== cent ? [[cent, best]] : [] });
-      if (improved) {
-        bestObjective = objective;
-        bestRestart = redo;
-        bestTrace = trace;
-      }
-      yield* Effect.logDebug(`k-means K=${k} restart ${redo}: objective ${objective}`);
-    }
-
-    // The final search over all points with the best centroids.
-    const all = sample === undefined ? { labels, dist } : {
-      labels: yield* pool.alloc([n], "u32", "im2cluster"),
-      dist: yield* pool.alloc([n], "f32", "final distances"),
+    // The final search over all rows: where training subsampled, into buffers of N.
+    const all = train === data ? { labels, dist } : {
+      labels: yield* pool.alloc([data.n], "u32", "im2cluster"),
+      dist: yield* pool.alloc([data.n], "f32", "final distances"),
     };
-    const search: Dispatch[] = [normsOnly, zero];
+    const search: Dispatch[] = [yield* K.norms(cent, cnorm, false), zero];
     for (const [j, ch] of data.chunks.entries()) {
       search.push(yield* K.assign(ch.x, cent, cnorm, all.labels, all.dist, counts, ch.first, j * k));
     }
-    const [c, l, dd] = (yield* submit({
-      dispatches: search,
-      reads: [cent, all.labels, all.dist],
-      before: best !== cent ? [[best, cent]] : [],
-    })) as [Float32Array<ArrayBuffer>, Uint32Array<ArrayBuffer>, Float32Array<ArrayBuffer>];
+    return { cent, best, countsT, partial, starts, plan, initRows, splitter, initialise, assign, update, search, all };
+  });
 
+type Program = Effect.Success<ReturnType<typeof program>>;
+
+/**
+ * One restart: its initial centroids (given, or K training rows of the restart's permutation), then `niter` Lloyd
+ * iterations. Each reads back the cluster sizes and the objective's partial sums, because faiss's empty-cluster split
+ * is planned on the host; the last update is submitted with the copy to `best` when this restart improves on `than`.
+ */
+const restart = (
+  p: Program,
+  train: Rows,
+  k: number,
+  o: Resolved,
+  given: Float32Array<ArrayBuffer> | undefined,
+  redo: number,
+) =>
+  Effect.gen(function* () {
+    const gpu = yield* Gpu;
+    const chunksT = train.chunks.length, niter = train.n === k ? 0 : o.niter;
+    // Written before this restart's first submit, after the previous restart's work (queue order).
+    if (given !== undefined) gpu.write(p.cent, given);
+    else {
+      const rows = train.n === k // faiss's corner case: the centroids are the training points, no iterations
+        ? Uint32Array.from({ length: k }, (_, i) => i)
+        : F.initialRows(train.n, k, o.seed, redo);
+      gpu.write(p.initRows, rows);
+    }
+    const startsHost = new Uint32Array(chunksT * k);
+    const planHost = new Uint32Array(2 * k);
+    let pending = p.initialise;
+    let objective = 0;
+    const trace = { objectives: [] as number[], splits: [] as number[] };
+    for (let it = 0; it < niter; it++) {
+      const [sizes, partials] =
+        (yield* submit({ dispatches: [...pending, ...p.assign], reads: [p.countsT, p.partial] })) as [
+          Uint32Array,
+          Float32Array,
+        ];
+      objective = 0;
+      for (const v of partials) objective += v;
+      const hassign = new Float32Array(k);
+      let at = 0;
+      for (let c = 0; c < k; c++) {
+        for (let j = 0; j < chunksT; j++) {
+          startsHost[j * k + c] = at;
+          at += sizes[j * k + c]!;
+          hassign[c]! += sizes[j * k + c]!;
+        }
+      }
+      const splits = F.splitPlan(hassign, train.n);
+      splits.forEach(([ci, cj], s) => planHost.set([ci, cj], 2 * s));
+      gpu.write(p.starts, startsHost);
+      gpu.write(p.plan, planHost);
+      p.splitter.setSplits(splits.length);
+      trace.objectives.push(objective);
+      trace.splits.push(splits.length);
+      pending = p.update;
+    }
+    return { objective, trace, pending };
+  });
+
+/** The host result of the final search: centroids, their normalised prototypes, assignments, distances. */
+const readResult = (p: Program, k: number, d: number, dp: number) =>
+  Effect.gen(function* () {
+    const [c, l, dist] = (yield* submit({
+      dispatches: p.search,
+      reads: [p.cent, p.all.labels, p.all.dist],
+      before: p.best !== p.cent ? [[p.best, p.cent]] : [],
+    })) as [Float32Array<ArrayBuffer>, Uint32Array<ArrayBuffer>, Float32Array<ArrayBuffer>];
     const centroids = new Float32Array(k * d);
     const prototypes = new Float32Array(k * d);
     for (let i = 0; i < k; i++) {
@@ -479,32 +440,64 @@ const runKMeans = (data: Rows, k: number, o: Resolved, init: Float32Array | unde
       const scale = 1 / Math.max(Math.sqrt(s), 1e-12); // torch's F.normalize
       for (let j = 0; j < d; j++) prototypes[i * d + j] = row[j]! * scale;
     }
+    return { centroids, prototypes, im2cluster: new Int32Array(l.buffer, l.byteOffset, l.length), distances: dist };
+  });
+
+/** k-means of the prepared rows into `k` clusters (one K of `cluster`): restarts, the best kept, a final search. */
+const runKMeans = (data: Rows, k: number, o: Resolved, init: Float32Array | undefined, pool: Pool) =>
+  Effect.gen(function* () {
+    const gpu = yield* Gpu;
+    const { n, d, dp } = data;
+    yield* checkK(k, n, d, gpu);
+    if (init !== undefined && init.length !== k * d) {
+      return yield* new KMeansError({ message: `init has ${init.length} values, not K x d = ${k} x ${d}` });
+    }
+    if (init !== undefined && !init.every(Number.isFinite)) {
+      return yield* new KMeansError({ message: "init: the initial centroids contain NaN or ±Inf" });
+    }
+    const { train } = yield* trainingSet(data, k, o, pool);
+    const nredo = train.n === k ? 1 : o.nredo;
+    const p = yield* program(data, train, k, { ...o, nredo }, init, pool);
+    let given: Float32Array<ArrayBuffer> | undefined;
+    if (init !== undefined) {
+      given = new Float32Array(k * dp);
+      for (let c = 0; c < k; c++) given.set(init.subarray(c * d, (c + 1) * d), c * dp);
+    }
+
+    let bestObjective = Infinity, bestRestart = 0;
+    let bestTrace = { objectives: [] as number[], splits: [] as number[] };
+    const restartObjectives: number[] = [];
+    for (let redo = 0; redo < nredo; redo++) {
+      const r = yield* restart(p, train, k, o, given, redo);
+      restartObjectives.push(r.objective);
+      const improved = r.objective < bestObjective;
+      yield* submit({ dispatches: r.pending, after: improved && p.best !== p.cent ? [[p.cent, p.best]] : [] });
+      if (improved) [bestObjective, bestRestart, bestTrace] = [r.objective, redo, r.trace];
+      yield* Effect.logDebug(`k-means K=${k} restart ${redo}: objective ${r.objective}`);
+    }
     return {
       k,
       seed: o.seed,
-      centroids,
-      prototypes,
-      im2cluster: new Int32Array(l.buffer, l.byteOffset, l.length),
-      distances: dd,
+      ...(yield* readResult(p, k, d, dp)),
       objective: bestObjective === Infinity ? 0 : bestObjective,
       objectives: bestTrace.objectives,
       splits: bestTrace.splits,
       restartObjectives,
       bestRestart,
-      trainingPoints: nTrain,
+      trainingPoints: train.n,
     } satisfies Clustering;
   });
 
+/** `body` on the features as row chunks, with a pool for its buffers; everything is released when it ends. */
 const withRows = <A>(
   features: Features,
   chunkRows: number | undefined,
   body: (rows: Rows, pool: Pool) => Effect.Effect<A, Failure, Gpu>,
-): Effect.Effect<A, Failure, Gpu> => {
-  const pool = new Pool();
-  return Effect.gen(function* () {
-    return yield* body(yield* prepareRows(features, chunkRows, pool), pool);
-  }).pipe(Effect.ensuring(pool.release));
-};
+): Effect.Effect<A, Failure, Gpu> =>
+  Effect.scoped(Effect.gen(function* () {
+    const rows = yield* pool;
+    return yield* body(yield* prepareRows(features, chunkRows, rows), rows);
+  }));
 
 /** k-means of `features` (N x d) into `k` clusters, faiss's algorithm with PCL's defaults. */
 export const kmeans = (features: Features, k: number, options: KMeansOptions = {}) =>
@@ -527,44 +520,10 @@ export const cluster = (
         for (const k of options.ks) yield* checkK(k, rows.n, rows.d, gpu); // every K before any runs
         const clusterings: Clustering[] = [];
         for (const [i, k] of options.ks.entries()) {
-          const one = new Pool();
-          clusterings.push(
-            yield* runKMeans(rows, k, { ...o, seed: o.seed + i }, undefined, one).pipe(
-              Effect.ensuring(one.release),
-            ),
-          );
+          // Each K's buffers go as soon as it is done; the rows stay for the next K.
+          const one = Effect.flatMap(pool, (own) => runKMeans(rows, k, { ...o, seed: o.seed + i }, undefined, own));
+          clusterings.push(yield* Effect.scoped(one));
         }
         return { n: rows.n, d: rows.d, clusterings };
       }));
   });
-
-// ---------------------------------------------------------------------------------------------------------------
-// The stage: features in, clusterings out, persisted as one safetensors-layout bundle.
-
-const F32 = TensorField(Float32Array<ArrayBuffer>);
-const Numbers = Schema.Array(Schema.Number);
-
-export const ClusteringSchema = Schema.Struct({
-  k: Schema.Number,
-  seed: Schema.Number,
-  centroids: F32,
-  prototypes: F32,
-  im2cluster: TensorField(Int32Array<ArrayBuffer>),
-  distances: F32,
-  objective: Schema.Number,
-  objectives: Numbers,
-  splits: Numbers,
-  restartObjectives: Numbers,
-  bestRestart: Schema.Number,
-  trainingPoints: Schema.Number,
-});
-
-export const ClusteringsSchema = Schema.Struct({
-  n: Schema.Number,
-  d: Schema.Number,
-  clusterings: Schema.Array(ClusteringSchema),
-});
-
-/** `cluster` as a graph stage named "cluster". */
-export const clusterStage = (options: ClusterOptions) =>
-  stage("cluster", BundleFromBytes(ClusteringsSchema), (features: Features) => cluster(features, options));

@@ -10,8 +10,9 @@ import { gatherRows } from "../ops/gather.ts";
 import { emaUpdate, type SgdStep, sgdStep } from "../ops/optim.ts";
 import { bindEncoder, type Encoder } from "../nn/models.ts";
 import { NormalRng } from "../nn/params.ts";
+import type { PrototypeSet } from "./concentration.ts";
 
-/** The M-step's settings (pcl-algorithm.md §2, §5, §6). */
+/** The M-step's settings (docs/algorithm.md §2, §5, §6). */
 export interface MStepConfig {
   /** τ of InfoNCE; the E-step also rescales φ to mean τ. */
   readonly temperature: number;
@@ -33,15 +34,8 @@ export interface MStepConfig {
   readonly seed: number;
 }
 
-/** One clustering of the E-step, as the M-step uses it. */
-export interface Clustering {
-  /** L2-normalised centroids, K x d. */
-  readonly prototypes: Float32Array<ArrayBuffer>;
-  /** φ per prototype, K. */
-  readonly concentration: Float32Array<ArrayBuffer>;
-  /** Cluster of every training image, N. */
-  readonly im2cluster: Int32Array<ArrayBuffer>;
-}
+/** What the M-step uses of one clustering of the E-step: prototypes (K x d), φ (K) and assignments (N). */
+export type PrototypeTensors = Pick<PrototypeSet, "prototypes" | "concentration" | "im2cluster">;
 
 export class MStepError extends Schema.TaggedError<MStepError>()("MStepError", { message: Schema.String }) {}
 
@@ -240,7 +234,7 @@ export class MStep {
   });
 
   /** Sets the E-step's clusterings for the coming epoch, or none (warm-up: InfoNCE only). */
-  setPrototypes(clusterings: readonly Clustering[] | undefined): void {
+  setPrototypes(clusterings: readonly PrototypeTensors[] | undefined): void {
     if (clusterings === undefined) {
       for (const h of this.heads) h.im2cluster = undefined;
       return;

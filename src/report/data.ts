@@ -1,5 +1,5 @@
 /**
- * What a report shows, read from a run directory (see pipelines/pcl.ts for the layout):
+ * What a report shows, read from a run directory (see src/pcl/train.ts for the layout):
  *
  * - the per-epoch records: `metrics.jsonl`, else the newest checkpoint manifest's copy of them;
  * - the newest checkpoint manifest: config, adapter, position;
@@ -16,52 +16,18 @@ import { readSource, Source } from "../data/source.ts";
 import { ArtifactStore, BundleFromBytes, readArtifact } from "../graph/mod.ts";
 import { readSafetensors } from "../io/safetensors.ts";
 import { listManifests } from "../pcl/checkpoint.ts";
-import { ClusterResultSchema } from "../pcl/concentration.ts";
+import { PrototypesSchema } from "../pcl/estep.ts";
+import { EpochCore, type EpochMetrics, EStepScores, Evaluation } from "../pcl/metrics.ts";
 
 export class ReportError extends Schema.TaggedError<ReportError>()("ReportError", {
   path: Schema.String,
   message: Schema.String,
 }) {}
 
-/** JSON writes a NaN or infinite loss as null: a diverged run still gets its report, with gaps in its curves. */
-const Value = Schema.NullOr(Schema.Number);
+/** An epoch's record as the report reads it (the trainer's `EpochMetrics`). */
+export type EpochRecord = EpochMetrics;
 
-/** Clustering agreement with the labels, as fractions in [0, 1]. */
-export const ClusteringScores = Schema.Struct({ ami: Value, nmi: Value, ari: Value, acc: Value });
-export type ClusteringScores = typeof ClusteringScores.Type;
-
-/** An epoch's evaluation; every part optional, as an evaluation may skip the costlier ones. */
-export const Evaluation = Schema.Struct({
-  knn: Schema.optionalKey(Schema.Struct({ k20: Schema.optionalKey(Value), k200: Schema.optionalKey(Value) })),
-  linear: Schema.optionalKey(Value),
-  clustering: Schema.optionalKey(ClusteringScores),
-});
-export type Evaluation = typeof Evaluation.Type;
-
-/** One E-step clustering scored against the labels. */
-export const EStepScores = Schema.Array(Schema.Struct({ k: Schema.Number, ...ClusteringScores.fields }));
-export type EStepScores = typeof EStepScores.Type;
-
-/** The fields every epoch record has (pipelines/pcl.ts `EpochMetrics`). */
-const EpochCore = Schema.Struct({
-  epoch: Schema.Number,
-  lr: Value,
-  steps: Schema.Number,
-  infoNce: Value,
-  accInst: Value,
-  protoNce: Schema.Array(Value),
-  accProto: Schema.Array(Value),
-  seconds: Value,
-  imagesPerSecond: Value,
-  elapsed: Schema.optionalKey(Value),
-});
-
-export type EpochRecord = typeof EpochCore.Type & {
-  readonly evaluation?: Evaluation;
-  readonly estep?: EStepScores;
-};
-
-/** The fields of a checkpoint manifest the report uses (src/stages/checkpoint.ts `Manifest`). */
+/** The fields of a checkpoint manifest the report uses (src/pcl/checkpoint.ts `Manifest`). */
 const ManifestView = Schema.Struct({
   epoch: Schema.Number,
   step: Schema.Number,
@@ -195,23 +161,26 @@ const readMetrics = (dir: string, manifest: ManifestView | undefined, notes: str
     return [...byEpoch.values()].sort((a, b) => a.epoch - b.epoch);
   });
 
-const ConcentrationArtifact = BundleFromBytes(ClusterResultSchema);
+const ConcentrationArtifact = BundleFromBytes(PrototypesSchema);
 
 /** The newest epoch's concentration artifact for this config, if any. */
 const latestArtifact = (dir: string, hash: string, notes: string[]) =>
   Effect.gen(function* () {
     const root = `${dir}/artifacts`;
-    const epochs = yield* Effect.promise(async () => {
-      const found: number[] = [];
-      try {
-        for await (const e of Deno.readDir(root)) {
-          const m = e.isDirectory ? /^epoch-(\d+)$/.exec(e.name) : null;
-          if (m) found.push(Number(m[1]));
+    const epochs = yield* Effect.tryPromise({
+      catch: fileError(root, "cannot list"),
+      try: async () => {
+        const found: number[] = [];
+        try {
+          for await (const e of Deno.readDir(root)) {
+            const m = e.isDirectory ? /^epoch-(\d+)$/.exec(e.name) : null;
+            if (m) found.push(Number(m[1]));
+          }
+        } catch (e) {
+          if (!(e instanceof Deno.errors.NotFound)) throw e;
         }
-      } catch (e) {
-        if (!(e instanceof Deno.errors.NotFound)) throw e;
-      }
-      return found.sort((a, b) => b - a);
+        return found.sort((a, b) => b - a);
+      },
     });
     for (const epoch of epochs) {
       const key = `epoch-${epoch}/${hash}/concentration`;

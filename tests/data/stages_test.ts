@@ -4,7 +4,8 @@ import { decode as decodePng } from "fast-png";
 import { ArtifactStore, Pipeline, runPipeline } from "../../src/graph/mod.ts";
 import { HostDatasetSchema, loadStage } from "../../src/data/stages.ts";
 import { augmentBatch, AugmentedBatch, augmentStage } from "../../src/data/stages.ts";
-import { renderPreview, stageAugment, UsageError } from "../../src/cli/stage_augment.ts";
+import { renderPreview } from "../../src/cli/stage_augment.ts";
+import { cli } from "../cli/run.ts";
 import { BundleFromBytes } from "../../src/graph/codecs.ts";
 import { Sampler } from "../../src/data/dataset.ts";
 import { v2 } from "../../src/data/augmentations.ts";
@@ -41,26 +42,18 @@ gpuTest(
 );
 
 gpuTest(
-  "preview: a valid PNG of (1 + views) x n tiles, originals then views; bad arguments are usage errors",
+  "preview: a valid PNG of (1 + views) x n tiles, originals then views; bad flags are usage errors naming the flag",
   Effect.gen(function* () {
     const dir = yield* tempDir("pcl-preview-");
     const file = `${dir}/grid.png`;
-    const out = yield* stageAugment([
-      "--preview",
-      file,
-      "--preset",
-      "mnist",
-      "--n",
-      "3",
-      "--views",
-      "2",
-      "--seed",
-      "1",
-    ]);
+    const made = yield* Effect.promise(() =>
+      cli("stage", "augment", "--preview", file, "--preset", "mnist", "--n", "3", "--views", "2", "--seed", "1")
+    );
+    assert.equal(made.code, 0, made.out);
     const png = decodePng(yield* Effect.promise(() => Deno.readFile(file)));
     // 28-px tiles zoomed 4x, 2-px gaps, a double gap after the originals: width 3 tiles + 5 gaps, height 3 + 4
     assert.deepEqual([png.width, png.height, png.channels], [3 * 112 + 5 * 2, 3 * 112 + 4 * 2, 3]);
-    assert.deepEqual([out.width, out.height], [png.width, png.height]);
+    assert.match(made.out, new RegExp(`wrote .*grid\\.png \\(${png.width}x${png.height}\\): 3 images`));
     // the original tile of row 0 is the image itself: grey, so R = G = B, and MNIST strokes reach full white
     const tile = (row: number, col: number) => {
       const values: number[] = [];
@@ -84,9 +77,18 @@ gpuTest(
       zoom: 2,
     });
     assert.deepEqual([rgb.width, rgb.height, rgb.side], [4 * 32 + 6 * 2, 2 * 32 + 3 * 2, 16]);
-    for (const args of [[], ["--preview", file, "--preset", "v9"], ["--preview", file, "--n", "0"], ["--bogus"]]) {
-      const e = yield* Effect.flip(stageAugment(args));
-      assert.ok(e instanceof UsageError, `${args}: ${e}`);
+    for (
+      const [args, message] of [
+        [[], /--preview/],
+        [["--preview", file, "--preset", "v9"], /--preset must be one of .*, not 'v9'/],
+        [["--preview", file, "--n", "0"], /--n must be an integer >= 1, not 0/],
+        [["--preview", file, "--source", "nowhere"], /--source 'nowhere' is not a source/],
+        [["--bogus"], /bogus/],
+      ] as const
+    ) {
+      const r = yield* Effect.promise(() => cli("stage", "augment", ...args));
+      assert.equal(r.code, 2, `${args}: ${r.out}`);
+      assert.match(r.out, message);
     }
   }),
 );

@@ -3,7 +3,7 @@ import { Effect } from "effect";
 import { ShapeError } from "../../src/gpu/errors.ts";
 import { knnClassify, nearestNeighbours, type Neighbours, vote } from "../../src/eval/knn.ts";
 import { TOPK_NONE } from "../../src/ops/topk.ts";
-import type { Matrix } from "../../src/pcl/kmeans.ts";
+import type { Matrix } from "../../src/io/matrix.ts";
 import { gpuTest, randoms } from "../helpers.ts";
 
 const matrix = (data: Float32Array<ArrayBuffer>, n: number, d: number): Matrix => ({ data, shape: [n, d] });

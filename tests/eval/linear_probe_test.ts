@@ -9,7 +9,7 @@ import {
   probeLearningRate,
   standardised,
 } from "../../src/eval/linear_probe.ts";
-import type { Matrix } from "../../src/pcl/kmeans.ts";
+import type { Matrix } from "../../src/io/matrix.ts";
 import { assertClose, gpuTest, randoms } from "../helpers.ts";
 
 const matrix = (data: Float32Array<ArrayBuffer>, n: number, d: number): Matrix => ({ data, shape: [n, d] });

@@ -4,13 +4,14 @@ import { Gpu } from "../../src/gpu/gpu.ts";
 import { run } from "../../src/gpu/kernel.ts";
 import { read } from "../../src/gpu/kernel.ts";
 import * as K from "../../src/ops/kmeans.ts";
-import { cluster, type Clustering, kmeans, KMeansError, type Matrix } from "../../src/pcl/kmeans.ts";
+import * as F from "../../src/pcl/faiss.ts";
+import type { Matrix } from "../../src/io/matrix.ts";
+import { cluster, type Clustering, kmeans, KMeansError } from "../../src/pcl/kmeans.ts";
 import { runStageCluster } from "../../src/cli/stage_cluster.ts";
 import { writeNpy } from "../../src/io/npy.ts";
 import { readSafetensors } from "../../src/io/safetensors.ts";
 import { ArtifactStore, Pipeline, runPipeline } from "../../src/graph/mod.ts";
-import { clusterStage } from "../../src/pcl/kmeans.ts";
-import { concentrationStage } from "../../src/pcl/concentration.ts";
+import { clusterStage, concentrationStage } from "../../src/pcl/estep.ts";
 import { assertClose, effectTest, gpuTest, randoms, tempDir } from "../helpers.ts";
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -42,7 +43,7 @@ const nearest = (x: Float32Array, i: number, d: number, c: Float64Array, k: numb
  */
 const referenceSplits = (size: Float32Array, n: number) => {
   const k = size.length;
-  const rng = new K.Rng(1234);
+  const rng = new F.Rng(1234);
   const plan: Array<[number, number]> = [];
   for (let ci = 0; ci < k; ci++) {
     if (size[ci] !== 0) continue;
@@ -187,7 +188,7 @@ gpuTest(
   "k-means = CPU reference with K = 300 (two radix passes) and N = 2500 (three radix blocks)",
   Effect.gen(function* () {
     const f = uniform(2500, 4, 9);
-    const init = rowsOf(f.data, 4, K.initialRows(2500, 300, 0, 0));
+    const init = rowsOf(f.data, 4, F.initialRows(2500, 300, 0, 0));
     const got = yield* withInit(f, 300, init, 3);
     const ref = referenceKMeans(f.data, 2500, 4, 300, init, 3);
     assert.deepEqual(Array.from(got.im2cluster), Array.from(ref.labels));
@@ -230,7 +231,7 @@ gpuTest(
     assert.equal(got.objective, Math.min(...got.restartObjectives));
     assert.equal(got.bestRestart, got.restartObjectives.indexOf(got.objective));
     assert.ok(new Set(got.restartObjectives).size > 1, "restarts should differ on uniform data");
-    const init = rowsOf(f.data, 3, K.initialRows(400, 9, 3, got.bestRestart));
+    const init = rowsOf(f.data, 3, F.initialRows(400, 9, 3, got.bestRestart));
     const single = yield* withInit(f, 9, init, 6);
     assert.deepEqual(single.centroids, got.centroids);
     assert.deepEqual(single.im2cluster, got.im2cluster);
@@ -252,7 +253,7 @@ gpuTest(
     assert.deepEqual(a.im2cluster, b.im2cluster);
     assert.deepEqual(a.distances, b.distances);
     assert.deepEqual(a.restartObjectives, b.restartObjectives);
-    assert.notDeepEqual(K.initialRows(700, 6, 7, 0), K.initialRows(700, 6, 8, 0));
+    assert.notDeepEqual(F.initialRows(700, 6, 7, 0), F.initialRows(700, 6, 8, 0));
   }),
 );
 
@@ -274,12 +275,12 @@ gpuTest(
   "subsampling: trains on K · maxPointsPerCentroid seeded rows, then assigns all N points",
   Effect.gen(function* () {
     const { features: f } = blobs(400, 6, 4, 0.25, 71);
-    const sample = K.trainingRows(400, 4, 25, 5)!;
+    const sample = F.trainingRows(400, 4, 25, 5)!;
     assert.equal(sample.length, 100);
     const got = yield* kmeans(f, 4, { niter: 5, nredo: 1, seed: 5, maxPointsPerCentroid: 25 });
     assert.equal(got.trainingPoints, 100);
     const train = Float32Array.from(rowsOf(f.data, 6, sample));
-    const init = rowsOf(train, 6, K.initialRows(100, 4, 5, 0));
+    const init = rowsOf(train, 6, F.initialRows(100, 4, 5, 0));
     const ref = referenceKMeans(train, 100, 6, 4, init, 5, false, { x: f.data, n: 400 });
     compare(got, ref, f.data, 6, "subsampled");
   }),
@@ -498,7 +499,7 @@ Deno.test("split plan: faiss's rule, on random sizes with many empty clusters, a
     const sizes = Float32Array.from(draws, (u, i) => (i % 3 === 0 ? 0 : 1 + Math.floor(u * 30)));
     const n = sizes.reduce((a, b) => a + b, 0);
     const mine = sizes.slice(), theirs = sizes.slice();
-    assert.deepEqual(K.splitPlan(mine, n), referenceSplits(theirs, n), `seed ${seed}`);
+    assert.deepEqual(F.splitPlan(mine, n), referenceSplits(theirs, n), `seed ${seed}`);
     assert.deepEqual(mine, theirs, `sizes after the splits, seed ${seed}`);
     assert.equal(mine.reduce((a, b) => a + b, 0), n); // splitting shares sizes, never creates points
   }
@@ -506,9 +507,9 @@ Deno.test("split plan: faiss's rule, on random sizes with many empty clusters, a
   const sizes = new Float32Array(50).fill(1);
   sizes[0] = 0;
   sizes[49] = 2;
-  assert.deepEqual(K.splitPlan(sizes, 50), [[0, 49]]);
+  assert.deepEqual(F.splitPlan(sizes, 50), [[0, 49]]);
   assert.deepEqual(Array.from(sizes.subarray(48)), [1, 1]);
-  assert.deepEqual(K.splitPlan(Float32Array.of(0, 1, 1), 2), []); // n < k: nothing to split from
+  assert.deepEqual(F.splitPlan(Float32Array.of(0, 1, 1), 2), []); // n < k: nothing to split from
 });
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -3,9 +3,11 @@ import { Effect } from "effect";
 import { configJson, decodeConfig, loadConfig, type TrainConfig } from "../../src/config.ts";
 import { Gpu } from "../../src/gpu/gpu.ts";
 import { readSafetensors, type SafeTensor } from "../../src/io/safetensors.ts";
-import { ConfigMismatch, evaluateUntrained, train, type TrainOptions } from "../../src/pcl/train.ts";
+import { ConfigMismatch, evaluateUntrained, train } from "../../src/pcl/train.ts";
+import type { TrainOptions } from "../../src/pcl/epoch.ts";
 import { CheckpointError, listManifests } from "../../src/pcl/checkpoint.ts";
 import { main } from "../../src/cli/main.ts";
+import { StageHooks } from "../../src/graph/mod.ts";
 import { effectTest, tempDir } from "../helpers.ts";
 import { tinyConfig } from "./tiny.ts";
 import YAML from "yaml";
@@ -68,10 +70,11 @@ effectTest(
       ]
     ) {
       const out = yield* tempDir("pcl-crash-");
-      const fault = (p: string) => {
-        if (p === point) throw new Error(`injected crash at ${p}`);
-      };
-      const crashed = yield* Effect.exit(run(config, { out, fault }));
+      const crash = (p: string) =>
+        Effect.sync(() => {
+          if (p === point) throw new Error(`injected crash at ${p}`);
+        });
+      const crashed = yield* Effect.exit(run(config, { out }).pipe(Effect.provideService(StageHooks, { at: crash })));
       assert.equal(crashed._tag, "Failure", `a crash at ${point} fails the run`);
       yield* run(config, { out });
       const resumed = yield* finalTensors(out);

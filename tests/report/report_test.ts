@@ -6,7 +6,7 @@ import type { HostDataset } from "../../src/data/dataset.ts";
 import { readSource } from "../../src/data/source.ts";
 import { Gpu } from "../../src/gpu/gpu.ts";
 import { ArtifactStore, BundleFromBytes, readArtifact } from "../../src/graph/mod.ts";
-import { ClusterResultSchema } from "../../src/pcl/concentration.ts";
+import { PrototypesSchema } from "../../src/pcl/estep.ts";
 import { listManifests } from "../../src/pcl/checkpoint.ts";
 import { readSafetensors } from "../../src/io/safetensors.ts";
 import { train } from "../../src/pcl/train.ts";
@@ -176,7 +176,7 @@ effectTest(
     const { manifest } = yield* newestManifest(dir);
     const artifact = yield* readArtifact(
       `epoch-1/${manifest.configHash}/concentration`,
-      BundleFromBytes(ClusterResultSchema),
+      BundleFromBytes(PrototypesSchema),
     ).pipe(Effect.provide(ArtifactStore.directory(`${dir}/artifacts`)));
     assert.ok(Option.isSome(artifact), "the run has an epoch-1 concentration artifact");
     const host: HostDataset = yield* readSource(tinyConfig.train as never);

@@ -1,0 +1,381 @@
+/**
+ * One epoch of training as a typed graph of stages (docs/algorithm.md §1). After warm-up:
+ *
+ *   input (epoch) ─> encode ─> cluster ─> concentration ─┐
+ *        └───────────────────────────────────────────────┴─> train ─> evaluate ─> checkpoint
+ *
+ * where `encode`, `cluster` and `concentration` are the E-step's stages (./estep.ts), `train` the epoch's M-step
+ * (augment → ProtoNCE step, one submit per step), `evaluate` the query encoder's evaluation when one is due, and
+ * `checkpoint` the epoch's checkpoint. Warm-up epochs (and the InfoNCE-only baseline) run
+ * `input ─> train ─> evaluate ─> checkpoint`. The whole run (resume, locking, the epoch loop) is ./train.ts.
+ */
+import { Effect, Schema } from "effect";
+import { evaluationView, type TrainConfig } from "../config.ts";
+import type { Dataset, Sampler } from "../data/dataset.ts";
+import { loadDataset } from "../data/source.ts";
+import type { GpuContext } from "../gpu/gpu.ts";
+import { Dag, hookPoint, type Stage, stage } from "../graph/mod.ts";
+import { learningRate } from "../nn/schedule.ts";
+import { captureTensors, CheckpointError, type EpochSums, saveCheckpoint } from "./checkpoint.ts";
+import type { Prototypes } from "./concentration.ts";
+import { clusterStage, concentrationStage, encodeStage } from "./estep.ts";
+import { EpochMetrics } from "./metrics.ts";
+import type { FeatureExtractor } from "../eval/features.ts";
+import { evaluate, scoreClusterings } from "../eval/mod.ts";
+import type { MStep, PrototypeTensors, StepMetrics } from "./mstep.ts";
+import { writeFileAtomic } from "../io/atomic.ts";
+import type { SafeTensor } from "../io/safetensors.ts";
+import { configJson } from "../config.ts";
+
+/** A loss became NaN or infinite: training stopped before any checkpoint could hold non-finite weights. */
+export class Diverged extends Schema.TaggedError<Diverged>()("Diverged", {
+  epoch: Schema.Number,
+  step: Schema.Number,
+  message: Schema.String,
+}) {}
+
+/** Training stopped by a signal after writing a checkpoint. */
+export class Interrupted extends Schema.TaggedError<Interrupted>()("Interrupted", {
+  signal: Schema.String,
+  checkpoint: Schema.String,
+  message: Schema.String,
+}) {}
+
+export interface TrainOptions {
+  /** The run directory: checkpoints/, artifacts/, metrics.jsonl. */
+  readonly out: string;
+  /** Start over even if the directory holds a run (what was there is moved to `archive-<time>/`, not deleted). */
+  readonly fresh?: boolean;
+  /** Resume from this checkpoint manifest instead of the newest one. */
+  readonly fromCheckpoint?: string;
+  /** Set by a signal handler: the step in progress finishes, a checkpoint is written, training stops. */
+  readonly stop?: { signal: string | undefined };
+  /** Called after every step (for a progress bar). */
+  readonly onStep?: (p: StepProgress) => void;
+  /** Called when a phase other than the M-step starts (the E-step's stages, evaluation, a checkpoint). */
+  readonly onPhase?: (p: PhaseProgress) => void;
+}
+
+export interface StepProgress {
+  readonly epoch: number;
+  readonly step: number;
+  readonly stepsPerEpoch: number;
+  readonly imagesPerSecond: number;
+  readonly last: StepMetrics | undefined;
+  /** The mean wall time of the epochs finished so far (E-step and evaluation included), for an ETA. */
+  readonly epochSeconds: number | undefined;
+}
+
+export interface PhaseProgress {
+  readonly epoch: number;
+  readonly phase: "encode" | "cluster" | "concentration" | "evaluate";
+}
+
+/** The evaluation's kNN bank (the training set unless the config names one) and test set; none without a test set. */
+export const evaluationSets = (config: TrainConfig, train: Dataset) =>
+  Effect.gen(function* () {
+    if (config.evaluation.test === undefined) return undefined;
+    const bank = config.evaluation.bank === undefined ? train : yield* loadDataset(config.evaluation.bank);
+    return { bank, test: yield* loadDataset(config.evaluation.test) };
+  });
+
+/** What `evaluate` is told by the config: the evaluation view and the probe's training images. */
+export const evaluateOptions = (config: TrainConfig) => ({
+  view: evaluationView(config),
+  probe: { trainImages: config.evaluation.probeImages },
+});
+
+/** Everything one training run holds on the GPU and between epochs. */
+export interface Run {
+  readonly config: TrainConfig;
+  readonly opts: TrainOptions;
+  readonly gpu: GpuContext;
+  readonly dataset: Dataset;
+  readonly sampler: Sampler;
+  readonly mstep: MStep;
+  /** The momentum encoder's features of the training set (the E-step's input). */
+  readonly keyFeatures: FeatureExtractor;
+  /** The query encoder's evaluation, when the config names a test set. */
+  readonly evaluation:
+    | { readonly extractor: FeatureExtractor; readonly bank: Dataset; readonly test: Dataset }
+    | undefined;
+  readonly checkpoints: string;
+  readonly hash: string;
+  metrics: EpochMetrics[];
+  /** The epoch whose graph is running. */
+  current: number;
+  /** The position reached: `step` steps of `epoch` are done. */
+  epoch: number;
+  step: number;
+  prototypes: readonly PrototypeTensors[] | undefined;
+  lastCheckpoint: string;
+  /** The epoch in progress: its running sums, and when its M-step and the epoch itself started (`performance.now()`
+   * less what earlier processes spent on it). */
+  sums: EpochSums;
+  /** What earlier processes spent on the epoch in progress (zero unless resumed mid-epoch). */
+  carried: { seconds: number; elapsed: number };
+  mstepStarted: number;
+  epochStarted: number;
+}
+
+/** The first tensor holding a NaN or an infinity, if any. */
+const nonFinite = (tensors: ReadonlyMap<string, SafeTensor>) => {
+  for (const [name, t] of tensors) {
+    if (t.dtype === "F32" && !t.data.every(Number.isFinite)) return name;
+  }
+  return undefined;
+};
+
+export const noSums = (): EpochSums => ({ steps: 0, infoNce: 0, accInst: 0, protoNce: [], accProto: [] });
+
+const addSums = (sums: EpochSums, m: StepMetrics): EpochSums => ({
+  steps: sums.steps + 1,
+  infoNce: sums.infoNce + m.infoNce,
+  accInst: sums.accInst + m.accInst,
+  protoNce: m.protoNce.map((v, i) => (sums.protoNce[i] ?? 0) + v),
+  accProto: m.accProto.map((v, i) => (sums.accProto[i] ?? 0) + v),
+});
+
+const finite = (m: StepMetrics) => [m.infoNce, ...m.protoNce].every(Number.isFinite);
+
+const phase = (run: Run, p: PhaseProgress["phase"]) =>
+  Effect.sync(() => run.opts.onPhase?.({ epoch: run.current, phase: p }));
+
+/** `s` with the progress line told when it starts. */
+const announced = <I, O, E, R>(run: Run, s: Stage<I, O, E, R>): Stage<I, O, E, R> => ({
+  ...s,
+  run: (input: I) => Effect.andThen(phase(run, s.name as PhaseProgress["phase"]), s.run(input)),
+});
+
+/**
+ * Writes the current state as a checkpoint and metrics.jsonl (rewritten whole, so it always matches). Weights that are
+ * not finite are never written: training stops with `Diverged` and the checkpoints on disk stay as they were.
+ */
+const writeCheckpoint = (run: Run) =>
+  Effect.gen(function* () {
+    const tensors = yield* Effect.promise(() => captureTensors(run.gpu, run.mstep, run.prototypes));
+    const bad = nonFinite(tensors);
+    if (bad !== undefined) {
+      return yield* new Diverged({
+        epoch: run.epoch,
+        step: run.step,
+        message: `${bad} became non-finite at epoch ${run.epoch + 1}, step ${run.step}; lower optimizer.lr ` +
+          `(${run.config.optimizer.lr}). No checkpoint was written: the last good one is ${
+            run.lastCheckpoint || "(none yet)"
+          }`,
+      });
+    }
+    const now = performance.now();
+    const midEpoch = run.step < run.sampler.stepsPerEpoch;
+    const path = yield* saveCheckpoint(run.checkpoints, tensors, {
+      epoch: run.epoch,
+      step: run.step,
+      stepsPerEpoch: run.sampler.stepsPerEpoch,
+      queuePointer: run.mstep.queuePointer,
+      configHash: run.hash,
+      config: configJson(run.config),
+      rng: "Philox4x32-10 keyed by (seed, stream), counters (epoch, step, ...): nothing else to restore",
+      metrics: run.metrics,
+      ...(midEpoch
+        ? {
+          progress: {
+            ...run.sums,
+            seconds: (now - run.mstepStarted) / 1000,
+            elapsed: (now - run.epochStarted) / 1000,
+          },
+        }
+        : {}),
+      adapter: run.gpu.adapter.description,
+    }, run.config.checkpoint.keep);
+    const metrics = `${run.opts.out}/metrics.jsonl`;
+    yield* Effect.tryPromise({
+      try: () => writeFileAtomic(metrics, run.metrics.map((m) => JSON.stringify(m) + "\n").join("")),
+      catch: (e) => new CheckpointError({ path: metrics, message: `writing ${metrics} failed: ${e}` }),
+    });
+    run.lastCheckpoint = path;
+    return path;
+  });
+
+/** The M-step over the rest of `epoch`: one submit per step, metrics read one step behind. */
+const trainEpoch = (run: Run, epoch: number, prototypes: readonly PrototypeTensors[] | undefined) =>
+  Effect.gen(function* () {
+    const { config, mstep, sampler } = run;
+    const lr = learningRate(
+      config.optimizer.schedule === "cosine"
+        ? { kind: "cosine" }
+        : { kind: "step", milestones: config.optimizer.milestones },
+      config.optimizer.lr,
+      epoch,
+      config.epochs,
+    );
+    mstep.setLearningRate(lr);
+    mstep.setPrototypes(prototypes);
+    run.prototypes = prototypes;
+    if (run.epoch !== epoch) [run.epoch, run.step, run.sums] = [epoch, 0, noSums()];
+    const first = run.step;
+    const steps = sampler.stepsPerEpoch;
+    const start = performance.now();
+    run.mstepStarted = start - 1000 * run.carried.seconds;
+    const done = run.metrics.filter((m) => m.elapsed !== undefined);
+    const epochSeconds = done.length > 0 ? done.reduce((a, m) => a + m.elapsed!, 0) / done.length : undefined;
+    let pending: { step: number; read: Promise<StepMetrics> } | undefined;
+    let last: StepMetrics | undefined;
+    const settle = Effect.gen(function* () {
+      if (pending === undefined) return;
+      const { step, read } = pending;
+      last = yield* run.gpu.guard(Effect.promise(() => read));
+      pending = undefined;
+      if (!finite(last)) {
+        return yield* new Diverged({
+          epoch,
+          step,
+          message: `loss became non-finite at epoch ${epoch + 1}, step ${step}; lower optimizer.lr ` +
+            `(${config.optimizer.lr}). Checkpoints on disk are unchanged; the last good one is ${
+              run.lastCheckpoint || "(none yet)"
+            }`,
+        });
+      }
+      run.sums = addSums(run.sums, last);
+    });
+    for (let s = first; s < steps; s++) {
+      yield* hookPoint(`epoch-${epoch}/step-${s}`);
+      const { metrics, notes } = mstep.step(epoch, s, sampler.indices(epoch, s));
+      for (const note of notes) yield* Effect.logInfo(note);
+      yield* settle; // the previous step's metrics: the GPU has moved on to this one meanwhile
+      pending = { step: s + 1, read: metrics() };
+      pending.read.catch(() => {}); // awaited by the next `settle`, unless the run fails before that
+      run.step = s + 1;
+      run.opts.onStep?.({
+        epoch,
+        step: s + 1,
+        stepsPerEpoch: steps,
+        imagesPerSecond: ((s + 1 - first) * config.batchSize) / ((performance.now() - start) / 1000),
+        last,
+        epochSeconds,
+      });
+      const signal = run.opts.stop?.signal;
+      const every = config.checkpoint.everySteps;
+      if (signal !== undefined || (every > 0 && (s + 1) % every === 0 && s + 1 < steps)) {
+        yield* settle;
+        const path = yield* writeCheckpoint(run);
+        if (signal !== undefined) {
+          return yield* new Interrupted({
+            signal,
+            checkpoint: path,
+            message: `stopped by ${signal} at epoch ${epoch + 1}, step ${s + 1}/${steps}; checkpoint ${path}`,
+          });
+        }
+      }
+    }
+    yield* settle;
+    const seconds = (performance.now() - run.mstepStarted) / 1000;
+    const { sums } = run;
+    const n = Math.max(1, sums.steps);
+    return {
+      epoch,
+      lr,
+      steps: sums.steps,
+      infoNce: sums.infoNce / n,
+      accInst: sums.accInst / n,
+      protoNce: sums.protoNce.map((v) => v / n),
+      accProto: sums.accProto.map((v) => v / n),
+      seconds,
+      imagesPerSecond: (sums.steps * config.batchSize) / Math.max(seconds, 1e-9),
+    } satisfies EpochMetrics;
+  });
+
+/** The stages of one epoch, bound to a run. */
+const stagesOf = (run: Run) => {
+  const { config } = run;
+  const encode = announced(run, encodeStage(run.keyFeatures, run.dataset));
+  const cluster = announced(
+    run,
+    clusterStage({
+      ks: config.pcl.clusters,
+      niter: config.pcl.kmeans.iterations,
+      nredo: config.pcl.kmeans.restarts,
+      maxPointsPerCentroid: config.pcl.kmeans.maxPointsPerCentroid,
+      spherical: config.pcl.kmeans.spherical,
+      seed: 0,
+    }),
+  );
+  const concentration = announced(run, concentrationStage(config.moco.temperature));
+  const train = stage(
+    "train",
+    EpochMetrics,
+    (i: { readonly input: number; readonly concentration?: Prototypes }) =>
+      Effect.gen(function* () {
+        const metrics = yield* trainEpoch(run, i.input, i.concentration?.clusterings);
+        if (i.concentration === undefined) return metrics;
+        const estep = scoreClusterings(i.concentration.clusterings, run.dataset.labels);
+        yield* Effect.logInfo(
+          `E-step against the labels: ${estep.map((c) => `K=${c.k} AMI ${c.ami.toFixed(3)}`).join(", ")}`,
+        );
+        return { ...metrics, estep };
+      }),
+  );
+  const evaluationStage = stage("evaluate", EpochMetrics, (m: EpochMetrics) =>
+    Effect.gen(function* () {
+      const every = config.evaluation.every;
+      const due = m.epoch === config.epochs - 1 || (every > 0 && (m.epoch + 1) % every === 0);
+      if (run.evaluation === undefined || !due) return m;
+      yield* phase(run, "evaluate");
+      const started = performance.now();
+      const e = yield* evaluate(run.mstep.query, { train: run.evaluation.bank, test: run.evaluation.test }, {
+        ...evaluateOptions(config),
+        extractor: run.evaluation.extractor,
+      });
+      const evaluation = {
+        knn: e.knn,
+        linear: e.linear,
+        clustering: e.clustering,
+        seconds: (performance.now() - started) / 1000,
+      };
+      yield* Effect.logInfo(
+        `evaluation: kNN ${Object.entries(e.knn).map(([k, v]) => `${k} ${(100 * v).toFixed(1)}%`).join(", ")}, ` +
+          `linear ${(100 * e.linear).toFixed(1)}%, test k-means AMI ${e.clustering.ami.toFixed(3)} ` +
+          `NMI ${e.clustering.nmi.toFixed(3)} (${evaluation.seconds.toFixed(0)} s)`,
+      );
+      return { ...m, evaluation };
+    }));
+  const checkpoint = stage(
+    "checkpoint",
+    Schema.Struct({ path: Schema.String }),
+    (m: EpochMetrics) =>
+      Effect.gen(function* () {
+        const elapsed = (performance.now() - run.epochStarted) / 1000;
+        run.metrics = [...run.metrics.filter((x) => x.epoch !== m.epoch), { ...m, elapsed }];
+        const path = yield* writeCheckpoint(run);
+        return { path };
+      }),
+  );
+  return {
+    encode,
+    cluster,
+    concentration,
+    train,
+    evaluate: evaluationStage,
+    checkpoint,
+  };
+};
+
+/** An epoch with the E-step: the PCL graph. */
+export const pclEpoch = (run: Run) => {
+  const s = stagesOf(run);
+  return Dag.make<number>()
+    .node("input", s.encode)
+    .node("encode", s.cluster)
+    .node("cluster", s.concentration)
+    .node(["input", "concentration"], s.train)
+    .node("train", s.evaluate)
+    .node("evaluate", s.checkpoint);
+};
+
+/** An epoch without it: warm-up, and the InfoNCE-only baseline throughout. */
+export const infoNceEpoch = (run: Run) => {
+  const s = stagesOf(run);
+  return Dag.make<number>()
+    .node(["input"], s.train)
+    .node("train", s.evaluate)
+    .node("evaluate", s.checkpoint);
+};
