@@ -1,5 +1,5 @@
 /**
- * k-means on the GPU against faiss's CPU k-means, same data, same settings (pcl-algorithm.md §3, one restart):
+ * k-means on the GPU against faiss's CPU k-means, same data, same settings (docs/algorithm.md §3, one restart):
  *
  *   deno run -A bench/kmeans.ts [--quick] [--full]
  *

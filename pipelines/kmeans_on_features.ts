@@ -3,27 +3,22 @@
  * K → φ, as typed stages, resumable from the artifacts in `dir`. Run it:
  *   deno run -A pipelines/kmeans_on_features.ts feats.npy runs/my-kmeans
  */
-import { Effect, Schema } from "effect";
+import { Effect } from "effect";
 import {
   ArtifactStore,
   BundleFromBytes,
   clusterStage,
   concentrationStage,
   Gpu,
+  MatrixSchema,
   Pipeline,
-  readNpyMatrix,
+  readMatrix,
   runPipeline,
   stage,
-  TensorField,
 } from "../mod.ts";
 
-const Features = BundleFromBytes(Schema.Struct({
-  data: TensorField(Float32Array<ArrayBuffer>),
-  shape: Schema.Tuple([Schema.Number, Schema.Number]),
-}));
-
 export const kmeansOnFeatures = (file: string, dir: string, ks: readonly number[] = [10, 20, 40]) => {
-  const load = stage("features", Features, (path: string) => readNpyMatrix(path));
+  const load = stage("features", BundleFromBytes(MatrixSchema), (path: string) => readMatrix(path));
   const pipeline = Pipeline.from(load)
     .then(clusterStage({ ks, niter: 20, nredo: 5 }))
     .then(concentrationStage(0.2));

@@ -20,14 +20,14 @@ export const ModelConfig = Schema.Struct({
   /**
    * How the backbone's convolutions start: `kaiming-normal-fan-out` (torchvision's ResNet init, the default) or
    * `uniform-fan-in` (`nn.Conv2d`'s own: smaller weights, so with BN after each convolution a larger effective
-   * learning rate). Measured on mnist-reference in the README ("Quality").
+   * learning rate). Measured on mnist-reference in docs/results.md.
    */
   convInit: Schema.Literals(["kaiming-normal-fan-out", "uniform-fan-in"]).pipe(def("kaiming-normal-fan-out")),
 });
 
 export const OptimizerConfig = Schema.Struct({
   lr: Positive.pipe(def(0.06)),
-  /** Per epoch, no warm-up (pcl-algorithm.md §6): cosine lr·½(1 + cos(π·epoch/epochs)), or ×0.1 at milestones. */
+  /** Per epoch, no warm-up (docs/algorithm.md §6): cosine lr·½(1 + cos(π·epoch/epochs)), or ×0.1 at milestones. */
   schedule: Schema.Literals(["cosine", "step"]).pipe(def("cosine")),
   milestones: Schema.Array(NonNegInt).pipe(def([120, 160])),
   momentum: Unit.pipe(def(0.9)),
@@ -75,7 +75,7 @@ export const AugmentConfig = Schema.Struct({
 });
 
 /**
- * Evaluation of the query encoder (pcl-algorithm.md §7, §12): weighted kNN (k = 20, 200, cosine, weights
+ * Evaluation of the query encoder (docs/algorithm.md §7, §12): weighted kNN (k = 20, 200, cosine, weights
  * exp(sim/0.07)) on backbone features, a linear probe on the first `probeImages` bank images' standardised backbone
  * features, and the AMI/NMI/ARI/accuracy of k-means (K = classes) on the test set's head features.
  */
@@ -97,7 +97,7 @@ export class TrainConfig extends Schema.Class<TrainConfig>("pcl/TrainConfig")({
   augment: AugmentConfig.pipe(def({})),
   model: ModelConfig.pipe(def({})),
   epochs: PosInt.pipe(def(12)),
-  /** Epochs of InfoNCE alone before the first E-step (pcl-algorithm.md §1). */
+  /** Epochs of InfoNCE alone before the first E-step (docs/algorithm.md §1). */
   warmupEpochs: NonNegInt.pipe(def(2)),
   batchSize: PosInt.pipe(def(256)),
   optimizer: OptimizerConfig.pipe(def({})),

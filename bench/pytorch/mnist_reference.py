@@ -4,7 +4,7 @@ An independent PyTorch port of pipelines/mnist-reference.yaml, to read our figur
 its MLP head and Kaiming fan-out init, split-batch BN (4 groups) with the key batch shuffled across the groups, MoCo
 (queue 4096, key momentum 0.99, tau 0.2), PCL's E-step (faiss-style k-means: 5 restarts of 20 Lloyd iterations from
 random distinct points; phi as the official code) and ProtoNCE (16 negative prototypes), SGD lr 0.06 with per-epoch
-cosine decay, momentum 0.9, weight decay 5e-4; then the README's evaluation protocol with scikit-learn: weighted kNN
+cosine decay, momentum 0.9, weight decay 5e-4; then docs/algorithm.md §7's evaluation ("In this code") with scikit-learn: weighted kNN
 (k = 20, T = 0.07) on the backbone features of all 60,000 training images, a logistic-regression probe on the first
 10,000 images' standardised backbone features, and k-means (K = 10) AMI on the test set's head features.
 
@@ -179,7 +179,7 @@ for epoch in range(EPOCHS):
             lp = 0
             for c, a, dens in clusters:
                 pos = a[index]; kk = len(c)
-                if FULL:  # the un-approximated softmax over all K prototypes (pcl-algorithm.md section 12)
+                if FULL:  # the un-approximated softmax over all K prototypes (docs/algorithm.md section 12)
                     lp = lp + F.cross_entropy(q @ c.T / dens[None], pos)
                     continue
                 avail = np.setdiff1d(np.arange(kk), pos.numpy())
@@ -199,7 +199,7 @@ for epoch in range(EPOCHS):
     rec = {"epoch": epoch, "loss": round(float(st[0]), 4), "accInst": round(float(st[1]), 4), "seconds": round(time.time() - t0, 1)}
     print(json.dumps(rec), flush=True)
 
-# The evaluation protocol of the README (query encoder, eval mode).
+# The evaluation protocol of docs/algorithm.md §7 (query encoder, eval mode).
 from sklearn.cluster import KMeans
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import normalized_mutual_info_score as nmi

@@ -57,7 +57,7 @@ export interface PresetOptions {
 
 const CROP = { op: "resizedCrop", scale: [0.2, 1], ratio: [3 / 4, 4 / 3] } as const;
 
-/** PCL v1 (InstDisc / MoCo v1 augmentation), pcl-algorithm.md section 6. */
+/** PCL v1 (InstDisc / MoCo v1 augmentation), docs/algorithm.md section 6. */
 export const v1 = (o: PresetOptions = {}): AugmentPreset => ({
   name: "v1",
   side: o.side ?? 224,
@@ -71,7 +71,7 @@ export const v1 = (o: PresetOptions = {}): AugmentPreset => ({
   std: o.std ?? IMAGENET_STD,
 });
 
-/** PCL v2 (`--aug-plus`, MoCo v2 / SimCLR), pcl-algorithm.md section 6. Blur sigma in output pixels, as there. */
+/** PCL v2 (`--aug-plus`, MoCo v2 / SimCLR), docs/algorithm.md section 6. Blur sigma in output pixels, as there. */
 export const v2 = (o: PresetOptions = {}): AugmentPreset => ({
   name: "v2",
   side: o.side ?? 224,

@@ -2,7 +2,7 @@
  * Clustering and classification scores in plain TypeScript, float64, as scikit-learn computes them (≥ 0.22):
  *
  * - NMI and AMI with the **arithmetic** mean of the two entropies as normaliser (sklearn's default since 0.22; it
- *   used to be 'max' for AMI — pcl-algorithm.md §12). The expected mutual information of AMI is the exact
+ *   used to be 'max' for AMI — docs/algorithm.md §12). The expected mutual information of AMI is the exact
  *   hypergeometric sum (Vinh, Epps & Bailey 2010), term for term as sklearn's `expected_mutual_information`.
  * - ARI (Hubert & Arabie 1985).
  * - Clustering accuracy: the best one-to-one matching of clusters to classes (Hungarian algorithm), as DEC/ProPos

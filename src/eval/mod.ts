@@ -1,5 +1,5 @@
 /**
- * The evaluation stage's computations (pcl-algorithm.md §12, "Evaluation for parity with later papers"):
+ * The evaluation stage's computations (docs/algorithm.md §12, "Evaluation for parity with later papers"):
  *
  * - weighted kNN (InstDisc: cosine, k = 20 and 200, T = 0.07), bank = all training images, queries = the test set;
  * - linear probe on the standardised backbone features of the first 10,000 training images, test top-1;

@@ -1,5 +1,5 @@
 /**
- * Learning-rate schedules, per epoch, exactly as PCL's `adjust_learning_rate` (pcl-algorithm.md §6): the rate is set
+ * Learning-rate schedules, per epoch, exactly as PCL's `adjust_learning_rate` (docs/algorithm.md §6): the rate is set
  * once at the start of each epoch and held for all its steps; there is no warm-up.
  */
 

@@ -63,7 +63,7 @@ const setup = (
 });
 
 gpuTest(
-  "contrastive: the ProtoNCE and InfoNCE numeric checks of pcl-algorithm.md §5",
+  "contrastive: the ProtoNCE and InfoNCE numeric checks of docs/algorithm.md §5",
   Effect.gen(function* () {
     const gpu = yield* Gpu;
     const protos = norm([[1, 0], [0, 1], [-1, 0], [0, -1], [1, 1]]);

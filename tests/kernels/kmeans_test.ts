@@ -15,7 +15,7 @@ import { clusterStage, concentrationStage } from "../../src/pcl/estep.ts";
 import { assertClose, effectTest, gpuTest, randoms, tempDir } from "../helpers.ts";
 
 // ---------------------------------------------------------------------------------------------------------------
-// The CPU reference: faiss's k-means (pcl-algorithm.md §3) in float64, written from the description rather than from
+// The CPU reference: faiss's k-means (docs/algorithm.md §3) in float64, written from the description rather than from
 // src/, sharing only the seeded random generator (the streams are ours, not faiss's).
 
 interface Reference {

@@ -17,10 +17,10 @@ const fromMembers = (members: number[][]) => {
   return { im2cluster: Int32Array.from(im2cluster), distances: Float32Array.from(distances) };
 };
 
-// pcl-algorithm.md §4, τ = 0.2. The vector is printed to 6 decimals; 1e-5 absolute covers that rounding and the
+// docs/algorithm.md §4, τ = 0.2. The vector is printed to 6 decimals; 1e-5 absolute covers that rounding and the
 // float32 squared distances (sqrt of a float32 square is within 1e-8 of the original distance).
 effectTest(
-  "φ: the test vector of pcl-algorithm.md §4 (raw, filled, p10/p90, final)",
+  "φ: the test vector of docs/algorithm.md §4 (raw, filled, p10/p90, final)",
   Effect.gen(function* () {
     const c4 = Array.from({ length: 10 }, (_, i) => 0.1 + 0.05 * i);
     const { im2cluster, distances } = fromMembers([[0.3, 0.5, 0.4], [0.2, 0.2], [0.6], [], c4, [0.8, 0.9, 1.0, 0.7]]);
