@@ -28,6 +28,10 @@ export {
 } from "./src/nn/params.ts";
 export * from "./src/nn/schedule.ts";
 
+// The losses: InfoNCE and ProtoNCE share one masked softmax cross-entropy kernel; the plain one for probes.
+export * from "./src/ops/contrastive.ts";
+export * from "./src/ops/softmax_ce.ts";
+
 // Data stages: load, augment.
 export * from "./src/data/stages.ts";
 
@@ -36,12 +40,14 @@ export * from "./src/pcl/kmeans.ts";
 export * from "./src/pcl/concentration.ts";
 export * from "./src/pcl/estep.ts";
 export {
+  fixedViews,
   MStep,
   type MStepConfig,
   MStepError,
   type PrototypeTensors,
   sampleColumns,
   type StepMetrics,
+  type ViewSource,
 } from "./src/pcl/mstep.ts";
 export * from "./src/pcl/checkpoint.ts";
 export * from "./src/pcl/metrics.ts";

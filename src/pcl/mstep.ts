@@ -3,7 +3,6 @@ import { Draws, Stream } from "../data/rng.ts";
 import { Gpu, type GpuContext } from "../gpu/gpu.ts";
 import { alloc, type Dispatch, encode } from "../gpu/kernel.ts";
 import type { Tensor } from "../gpu/tensor.ts";
-import type { Augmenter } from "../ops/augment.ts";
 import { type ContrastiveLoss, contrastiveLoss } from "../ops/contrastive.ts";
 import { copy, type CopyAt, copyAt } from "../ops/fill.ts";
 import { gatherRows } from "../ops/gather.ts";
@@ -33,6 +32,26 @@ export interface MStepConfig {
   readonly weightDecay: number;
   readonly seed: number;
 }
+
+/**
+ * Where the M-step's two views of a batch come from: `outputs[0]` (query) and `outputs[1]` (key), each [B, C, S, S];
+ * `dispatches` fill them and are recorded first in every step; `setStep` is called before each step with the batch's
+ * dataset indices. An `Augmenter` (src/ops/augment.ts) is one; `fixedViews` is one whose views you write yourself.
+ */
+export interface ViewSource {
+  readonly batch: number;
+  readonly outputs: ReadonlyArray<Tensor<"f32">>;
+  readonly dispatches: ReadonlyArray<Dispatch>;
+  readonly setStep: (epoch: number, step: number, indices: ArrayLike<number>) => void;
+}
+
+/** Views held in two given tensors and left as they are: for tests and for augmentation done elsewhere. */
+export const fixedViews = (query: Tensor<"f32">, key: Tensor<"f32">): ViewSource => ({
+  batch: query.shape[0]!,
+  outputs: [query, key],
+  dispatches: [],
+  setStep: () => {},
+});
 
 /** What the M-step uses of one clustering of the E-step: prototypes (K x d), φ (K) and assignments (N). */
 export type PrototypeTensors = Pick<PrototypeSet, "prototypes" | "concentration" | "im2cluster">;
@@ -78,7 +97,8 @@ export class MStep {
     readonly config: MStepConfig,
     readonly query: Encoder,
     readonly key: Encoder,
-    private readonly augmenter: Augmenter,
+    /** The views each step trains on. */
+    readonly views: ViewSource,
     /** Row i of the InfoNCE table is k_i; rows N.. are the queue (a ring of r keys). */
     readonly keys: Tensor<"f32">,
     /** SGD momentum of the query encoder's parameters. */
@@ -91,14 +111,14 @@ export class MStep {
     private readonly sgd: SgdStep,
     private readonly enqueue: CopyAt,
   ) {
-    const n = augmenter.batch;
+    const n = views.batch;
     this.perm = new Uint32Array(n);
     this.inverse = new Uint32Array(n);
     this.scratch = new Uint32Array(Math.max(0, ...heads.map((h) => h.k)));
   }
 
   get batch(): number {
-    return this.augmenter.batch;
+    return this.views.batch;
   }
 
   /** The queue's write pointer (in keys), for checkpoints. */
@@ -121,12 +141,12 @@ export class MStep {
   static prepare = Effect.fnUntraced(function* (
     query: Encoder,
     key: Encoder,
-    augmenter: Augmenter,
+    views: ViewSource,
     clusterSizes: readonly number[],
     config: MStepConfig,
   ) {
     const gpu = yield* Gpu;
-    const n = augmenter.batch;
+    const n = views.batch;
     const { queueSize: r, bnGroups } = config;
     if (r < n || r % n !== 0) {
       return yield* new MStepError({ message: `queue size ${r} must be a positive multiple of the batch size ${n}` });
@@ -140,8 +160,10 @@ export class MStep {
       return yield* new MStepError({ message: "the query and key encoders must have the same architecture" });
     }
     const d = query.spec.dim;
-    const [viewQ, viewK] = augmenter.outputs;
-    if (viewK === undefined) return yield* new MStepError({ message: "the augmenter must give two views per image" });
+    const [viewQ, viewK] = views.outputs;
+    if (viewQ === undefined || viewK === undefined) {
+      return yield* new MStepError({ message: "the view source must give two views per image" });
+    }
 
     // Keys: the key batch is shuffled across BN groups, encoded, and unshuffled (ShuffleBN's single-device form).
     const shuffle = bnGroups > 1;
@@ -168,7 +190,7 @@ export class MStep {
       accumulate: false,
     });
     const instance: Dispatch[] = [
-      ...augmenter.dispatches,
+      ...views.dispatches,
       ema,
       ...(permutation ? [yield* gatherRows(flatK, permutation.perm, keyInput.reshape([n, viewK.size / n]))] : []),
       ...k.forward,
@@ -220,7 +242,7 @@ export class MStep {
       config,
       query,
       key,
-      augmenter,
+      views,
       keys,
       momentumBuffer,
       metrics,
@@ -234,6 +256,21 @@ export class MStep {
   });
 
   /** Sets the E-step's clusterings for the coming epoch, or none (warm-up: InfoNCE only). */
+  /** The last step's shuffle of the key batch across the BN groups (none when `bnGroups` is 1): for tests. */
+  keyPermutation(): Uint32Array<ArrayBuffer> | undefined {
+    return this.permutation === undefined ? undefined : this.perm.slice();
+  }
+
+  /**
+   * The columns the last step gave clustering `m`'s ProtoNCE: the batch rows' own prototypes, then the sampled
+   * negatives (`sampleColumns`), of which the first `valid` are used: for tests.
+   */
+  sampledColumns(m: number): Uint32Array<ArrayBuffer> {
+    const h = this.heads.filter((h) => h.im2cluster !== undefined)[m];
+    if (h === undefined) throw new RangeError(`no clustering ${m} is set`);
+    return h.selHost.slice();
+  }
+
   setPrototypes(clusterings: readonly PrototypeTensors[] | undefined): void {
     if (clusterings === undefined) {
       for (const h of this.heads) h.im2cluster = undefined;
@@ -273,7 +310,7 @@ export class MStep {
     indices: ArrayLike<number>,
   ): { metrics: () => Promise<StepMetrics>; notes: string[] } {
     const n = this.batch;
-    this.augmenter.setStep(epoch, step, indices);
+    this.views.setStep(epoch, step, indices);
     if (this.permutation !== undefined) {
       const draws = new Draws([this.config.seed, Stream.keyShuffle], [epoch, step, 0, 0]);
       shuffleInto(this.perm, draws);

@@ -7,8 +7,8 @@ import { Gpu } from "../../src/gpu/gpu.ts";
 import { run } from "../../src/gpu/kernel.ts";
 import { prepareAugmenter } from "../../src/ops/augment.ts";
 import { bindEncoder, encoder, type EncoderSpec } from "../../src/nn/models.ts";
-import { MStep, type MStepConfig, MStepError, sampleColumns } from "../../src/pcl/mstep.ts";
-import { assertClose, effectTest, gpuTest } from "../helpers.ts";
+import { fixedViews, MStep, type MStepConfig, MStepError, sampleColumns } from "../../src/pcl/mstep.ts";
+import { assertClose, effectTest, gpuTest, randoms } from "../helpers.ts";
 
 const K = 30;
 const im2cluster = Int32Array.from({ length: 600 }, (_, i) => i % K);
@@ -119,10 +119,7 @@ gpuTest(
     // Encode step 1's key view with a fresh encoder holding the query's parameters after step 0.
     const fresh = yield* encoder(spec, 9);
     gpu.write(fresh.params.values, queryAfterStep0);
-    const view =
-      (m as unknown as { augmenter: { outputs: readonly import("../../src/gpu/tensor.ts").Tensor<"f32">[] } })
-        .augmenter.outputs[1];
-    const b = yield* bindEncoder(fresh, view, { train: true, grad: false });
+    const b = yield* bindEncoder(fresh, m.views.outputs[1]!, { train: true, grad: false });
     yield* run(b.forward);
     // Same parameters, same input, same kernels: equal to f32 rounding of a different dispatch order at most.
     assertClose(keys, yield* Effect.promise(() => gpu.read(b.z)), { atol: 1e-6, rtol: 0, what: "keys" });
@@ -143,5 +140,36 @@ gpuTest(
       const e = exit.cause.reasons[0];
       assert.ok("error" in e && e.error instanceof MStepError && pattern.test(e.error.message), String(e));
     }
+  }),
+);
+
+gpuTest(
+  "M-step: fixed views train like augmented ones; the sampled columns and the key shuffle are readable",
+  Effect.gen(function* () {
+    const gpu = yield* Gpu;
+    // Views written by hand: both views the same seeded images.
+    const images = randoms(8 * 12 * 12, 11, 0, 1);
+    const viewQ = gpu.upload(images, "f32", [8, 1, 12, 12], "view q");
+    const viewK = gpu.upload(images, "f32", [8, 1, 12, 12], "view k");
+    const [q, k] = yield* Effect.all([encoder(spec, 1), encoder(spec, 2)]);
+    const m = yield* MStep.prepare(q, k, fixedViews(viewQ, viewK), [5, 7], config({ keyMomentum: 0 }));
+    m.setPrototypes([5, 7].map((K) => ({
+      prototypes: randoms(K * 8, K),
+      concentration: new Float32Array(K).fill(0.2),
+      im2cluster: Int32Array.from({ length: 64 }, (_, i) => (i >> 1) % K),
+    })));
+    const indices = [...Array(8).keys()];
+    const metrics = yield* Effect.promise(() => m.step(0, 0, indices).metrics());
+    assert.ok(Number.isFinite(metrics.infoNce) && metrics.protoNce.length === 2, `${JSON.stringify(metrics)}`);
+    // The views are the tensors given, untouched by the step.
+    assert.deepEqual(yield* Effect.promise(() => gpu.read(m.views.outputs[0]!)), images);
+    // Clustering 1 (K = 7): the rows' own prototypes (clusters 0-3) first, then all 3 free clusters, as 4 were asked.
+    const cols = m.sampledColumns(1);
+    assert.deepEqual([...cols.subarray(0, 8)], indices.map((i) => i >> 1));
+    assert.deepEqual([...cols.subarray(8, 11)].sort(), [4, 5, 6]);
+    // With two BN groups the key batch is shuffled: a permutation of the rows.
+    assert.deepEqual([...m.keyPermutation()!].sort((a, b) => a - b), indices);
+    const plain = yield* MStep.prepare(q, k, fixedViews(viewQ, viewK), [], config({ bnGroups: 1 }));
+    assert.equal(plain.keyPermutation(), undefined);
   }),
 );
