@@ -7,7 +7,7 @@
 // times Cin·KH·KW x N·OH·OW), so that a machine shared with other work slows them alike and the ratio holds.
 import { Effect, References } from "effect";
 import { Gpu } from "../src/gpu/gpu.ts";
-import { type Dispatch, run } from "../src/gpu/kernel.ts";
+import { type Dispatch, runDispatches } from "../src/gpu/kernel.ts";
 import type { Tensor } from "../src/gpu/tensor.ts";
 import {
   conv2d,
@@ -88,12 +88,12 @@ const program = (matmul: MatmulOp | undefined) =>
         if (d._tag === "Success") kernels.push([`matmul ${gemm.join("x")}`, d.success]);
       }
       const best = kernels.map(() => Infinity);
-      for (const [, d] of kernels) yield* run([d]); // compile and warm up
+      for (const [, d] of kernels) yield* runDispatches([d]); // compile and warm up
       for (let r = 0; r < repetitions; r++) {
         for (const [i, [, d]] of kernels.entries()) {
           const batch = Array.from({ length: REPEAT }, () => d);
           const t0 = performance.now();
-          yield* run(batch);
+          yield* runDispatches(batch);
           best[i] = Math.min(best[i]!, (performance.now() - t0) / REPEAT);
         }
       }

@@ -21,7 +21,7 @@
 import process from "node:process";
 import { Effect, References } from "effect";
 import { Gpu, type GpuContext } from "../src/gpu/gpu.ts";
-import { alloc, type Dispatch, encode, run } from "../src/gpu/kernel.ts";
+import { alloc, type Dispatch, recordPass, runDispatches } from "../src/gpu/kernel.ts";
 import { GpuTimer } from "../src/gpu/timer.ts";
 import { bindEncoder, encoder, type EncoderSpec, flopsPerImage } from "../src/nn/models.ts";
 import { sgdStep } from "../src/ops/optim.ts";
@@ -80,7 +80,7 @@ const timeSteps = async (gpu: GpuContext, dispatches: readonly Dispatch[], image
   for (let r = 0; r < repetitions; r++) {
     const c0 = process.cpuUsage();
     const t0 = performance.now();
-    for (let s = 0; s < steps; s++) gpu.device.queue.submit([encode(gpu, dispatches).finish()]);
+    for (let s = 0; s < steps; s++) gpu.device.queue.submit([recordPass(gpu, dispatches).finish()]);
     await gpu.device.queue.onSubmittedWorkDone();
     const ms = performance.now() - t0;
     const c = process.cpuUsage(c0);
@@ -153,8 +153,8 @@ const program = Effect.gen(function* () {
       weightDecay: 1e-4,
     });
     const step = [...trainPass.forward, ...trainPass.backward, sgd];
-    yield* run(evalPass.forward); // warm-up: first executions of every pipeline
-    yield* run(step);
+    yield* runDispatches(evalPass.forward); // warm-up: first executions of every pipeline
+    yield* runDispatches(step);
 
     const forward = yield* Effect.promise(() => timeSteps(gpu, evalPass.forward, n, config.steps));
     const train = yield* Effect.promise(() => timeSteps(gpu, step, n, config.steps));

@@ -11,7 +11,7 @@
  */
 import { Effect } from "effect";
 import { encode as encodePng } from "fast-png";
-import { read, run } from "../gpu/kernel.ts";
+import { read, runDispatches } from "../gpu/kernel.ts";
 import { type PresetName, PRESETS } from "../data/augmentations.ts";
 import { Sampler, toGpu } from "../data/dataset.ts";
 import type { Source } from "../data/source.ts";
@@ -60,7 +60,7 @@ export const renderPreview = (o: PreviewOptions) =>
     const augmenter = yield* prepareAugmenter(dataset, { preset, batch: o.n, seed: o.seed, views: o.views });
     originals.setIndices(indices);
     augmenter.setStep(o.epoch, o.step, indices);
-    yield* run([...originals.dispatches, ...augmenter.dispatches], "preview");
+    yield* runDispatches([...originals.dispatches, ...augmenter.dispatches], "preview");
     // columns: the original in [0, 1], then each view de-normalised
     const columns = [{ data: yield* read(originals.outputs[0]!), mean: [0, 0, 0], std: [1, 1, 1] }];
     for (const t of augmenter.outputs) {

@@ -11,7 +11,7 @@
  * dataset and keeps the views: for a standalone look at what the M-step receives, and for the preview.
  */
 import { Effect, Schema } from "effect";
-import { read, run } from "../gpu/kernel.ts";
+import { read, runDispatches } from "../gpu/kernel.ts";
 import type { Gpu } from "../gpu/gpu.ts";
 import { type GpuError, type GpuOutOfMemory, type ShapeError, shapeError } from "../gpu/errors.ts";
 import { type AugmentPreset, type PresetName, PRESETS } from "./augmentations.ts";
@@ -97,7 +97,7 @@ export const augmentBatch = (
       views: o.views ?? 2,
     });
     augmenter.setStep(epoch, step, indices);
-    yield* run(augmenter.dispatches, "augment");
+    yield* runDispatches(augmenter.dispatches, "augment");
     const views: Float32Array<ArrayBuffer>[] = [];
     for (const t of augmenter.outputs) views.push(yield* read(t));
     return {

@@ -202,7 +202,7 @@ export const validated = <A, E, R>(
   });
 
 /** Records dispatches into one compute pass of one command encoder. The hot-path primitive of every step. */
-export const encode = (gpu: GpuContext, dispatches: Iterable<Dispatch>, label = "step"): GPUCommandEncoder => {
+export const recordPass = (gpu: GpuContext, dispatches: Iterable<Dispatch>, label = "step"): GPUCommandEncoder => {
   const enc = gpu.device.createCommandEncoder({ label });
   const pass = enc.beginComputePass({ label });
   for (const d of dispatches) d.record(pass);
@@ -212,11 +212,11 @@ export const encode = (gpu: GpuContext, dispatches: Iterable<Dispatch>, label = 
 
 /** Submits dispatches as one command buffer, without waiting for them. */
 export const submit = (gpu: GpuContext, dispatches: Iterable<Dispatch>, label = "step"): void => {
-  gpu.device.queue.submit([encode(gpu, dispatches, label).finish()]);
+  gpu.device.queue.submit([recordPass(gpu, dispatches, label).finish()]);
 };
 
 /** Runs dispatches as one submit and waits for the GPU, with validation errors typed and naming the kernels. */
-export const run = (dispatches: ReadonlyArray<Dispatch>, label = "run") =>
+export const runDispatches = (dispatches: ReadonlyArray<Dispatch>, label = "run") =>
   Effect.gen(function* () {
     const gpu = yield* Gpu;
     const names = [...new Set(dispatches.map((d) => d.kernel))].join(", ") || label;

@@ -86,7 +86,7 @@ export const evaluateOptions = (config: TrainConfig) => ({
 });
 
 /** Everything one training run holds on the GPU and between epochs. */
-export interface Run {
+export interface TrainingRun {
   readonly config: TrainConfig;
   readonly opts: TrainOptions;
   readonly gpu: GpuContext;
@@ -138,11 +138,11 @@ const addSums = (sums: EpochSums, m: StepMetrics): EpochSums => ({
 
 const finite = (m: StepMetrics) => [m.infoNce, ...m.protoNce].every(Number.isFinite);
 
-const phase = (run: Run, p: PhaseProgress["phase"]) =>
+const phase = (run: TrainingRun, p: PhaseProgress["phase"]) =>
   Effect.sync(() => run.opts.onPhase?.({ epoch: run.current, phase: p }));
 
 /** `s` with the progress line told when it starts. */
-const announced = <I, O, E, R>(run: Run, s: Stage<I, O, E, R>): Stage<I, O, E, R> => ({
+const announced = <I, O, E, R>(run: TrainingRun, s: Stage<I, O, E, R>): Stage<I, O, E, R> => ({
   ...s,
   run: (input: I) => Effect.andThen(phase(run, s.name as PhaseProgress["phase"]), s.run(input)),
 });
@@ -151,7 +151,7 @@ const announced = <I, O, E, R>(run: Run, s: Stage<I, O, E, R>): Stage<I, O, E, R
  * Writes the current state as a checkpoint and metrics.jsonl (rewritten whole, so it always matches). Weights that are
  * not finite are never written: training stops with `Diverged` and the checkpoints on disk stay as they were.
  */
-const writeCheckpoint = (run: Run) =>
+const writeCheckpoint = (run: TrainingRun) =>
   Effect.gen(function* () {
     const tensors = yield* Effect.promise(() => captureTensors(run.gpu, run.mstep, run.prototypes));
     const bad = nonFinite(tensors);
@@ -197,7 +197,7 @@ const writeCheckpoint = (run: Run) =>
   });
 
 /** The M-step over the rest of `epoch`: one submit per step, metrics read one step behind. */
-const trainEpoch = (run: Run, epoch: number, prototypes: readonly PrototypeTensors[] | undefined) =>
+const trainEpoch = (run: TrainingRun, epoch: number, prototypes: readonly PrototypeTensors[] | undefined) =>
   Effect.gen(function* () {
     const { config, mstep, sampler } = run;
     const lr = learningRate(
@@ -285,7 +285,7 @@ const trainEpoch = (run: Run, epoch: number, prototypes: readonly PrototypeTenso
   });
 
 /** The stages of one epoch, bound to a run. */
-const stagesOf = (run: Run) => {
+const stagesOf = (run: TrainingRun) => {
   const { config } = run;
   const encode = announced(run, encodeStage(run.keyFeatures, run.dataset));
   const cluster = announced(
@@ -360,7 +360,7 @@ const stagesOf = (run: Run) => {
 };
 
 /** An epoch with the E-step: the PCL graph. */
-export const pclEpoch = (run: Run) => {
+export const pclEpoch = (run: TrainingRun) => {
   const s = stagesOf(run);
   return Dag.make<number>()
     .node("input", s.encode)
@@ -372,7 +372,7 @@ export const pclEpoch = (run: Run) => {
 };
 
 /** An epoch without it: warm-up, and the InfoNCE-only baseline throughout. */
-export const infoNceEpoch = (run: Run) => {
+export const infoNceEpoch = (run: TrainingRun) => {
   const s = stagesOf(run);
   return Dag.make<number>()
     .node(["input"], s.train)

@@ -1,7 +1,7 @@
 import { Effect, Schema } from "effect";
 import { Draws, Stream } from "../data/rng.ts";
 import { Gpu, type GpuContext } from "../gpu/gpu.ts";
-import { alloc, type Dispatch, encode } from "../gpu/kernel.ts";
+import { alloc, type Dispatch, recordPass } from "../gpu/kernel.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 import { type ContrastiveLoss, contrastiveLoss } from "../ops/contrastive.ts";
 import { copy, type CopyAt, copyAt } from "../ops/fill.ts";
@@ -341,7 +341,7 @@ export class MStep {
     this.enqueue.setOffset((n + this.ptr) * this.query.spec.dim);
     this.ptr = (this.ptr + n) % this.config.queueSize;
     dispatches.push(...this.backward, this.enqueue);
-    const enc = encode(this.gpu, dispatches, `step ${epoch}.${step}`);
+    const enc = recordPass(this.gpu, dispatches, `step ${epoch}.${step}`);
     const pending = this.gpu.readAfter(enc, this.metrics);
     this.gpu.device.queue.submit([enc.finish()]);
     const read = pending();

@@ -26,7 +26,7 @@ import {
   infoNceEpoch,
   noSums,
   pclEpoch,
-  type Run,
+  type TrainingRun,
   type TrainOptions,
 } from "./epoch.ts";
 import { type EpochMetrics, trainingSeconds } from "./metrics.ts";
@@ -159,7 +159,7 @@ const trainLocked = (config: TrainConfig, opts: TrainOptions) =>
     const sets = yield* evaluationSets(config, dataset);
     const evaluation = sets && { ...sets, extractor: yield* prepareExtractor(query, evaluationView(config)) };
     const sampler = new Sampler(dataset.info.n, config.batchSize, config.seed);
-    const run: Run = {
+    const run: TrainingRun = {
       config,
       opts,
       gpu,

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { Effect } from "effect";
 import { Gpu } from "../../src/gpu/gpu.ts";
-import { prepare, read, run } from "../../src/gpu/kernel.ts";
+import { prepare, read, runDispatches } from "../../src/gpu/kernel.ts";
 import { Draws, mulhi, permutation, philox4x32, RNG_WGSL, u01 } from "../../src/data/rng.ts";
 import { gpuTest } from "../helpers.ts";
 
@@ -70,7 +70,7 @@ fn main(@builtin(global_invocation_id) id: vec3u) {
 }`;
     const out = gpu.tensor([4 * n], "u32", "philox out");
     const d = yield* prepare({ name: "rng_test", source: code }, { tensors: [out], workgroups: [Math.ceil(n / 64)] });
-    yield* run([d]);
+    yield* runDispatches([d]);
     const got = yield* read(out);
     const f = new Float32Array(1), fu = new Uint32Array(f.buffer);
     for (let i = 0; i < n; i++) {

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { Effect } from "effect";
 import { Gpu } from "../../src/gpu/gpu.ts";
-import { alloc, read, run } from "../../src/gpu/kernel.ts";
+import { alloc, read, runDispatches } from "../../src/gpu/kernel.ts";
 import { ShapeError } from "../../src/gpu/errors.ts";
 import { loadDataset } from "../../src/data/source.ts";
 import { prepareEvalViewer } from "../../src/ops/augment.ts";
@@ -24,7 +24,7 @@ const oneBatch = (
     const x = yield* alloc([n, 1, view.side, view.side], "f32", "reference input");
     const bound = yield* bindEncoder(enc, x, { train: false, grad: false });
     viewer.setIndices(Uint32Array.from({ length: n }, (_, i) => i));
-    yield* run([...viewer.dispatches, yield* copy(viewer.outputs[0]!, x), ...bound.forward]);
+    yield* runDispatches([...viewer.dispatches, yield* copy(viewer.outputs[0]!, x), ...bound.forward]);
     return { f: yield* read(bound.features), z: yield* read(bound.z) };
   });
 

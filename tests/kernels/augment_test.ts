@@ -5,7 +5,7 @@
 // off by 1e-2 or more.
 import assert from "node:assert/strict";
 import { Effect } from "effect";
-import { read, run } from "../../src/gpu/kernel.ts";
+import { read, runDispatches } from "../../src/gpu/kernel.ts";
 import { type Dataset, type HostDataset, toGpu } from "../../src/data/dataset.ts";
 import {
   type AugmentPreset,
@@ -85,7 +85,7 @@ const check = (
       ...(o.gather === undefined ? {} : { gather: o.gather }),
     });
     views.write(indices, (v, b) => params[v]![b]!);
-    yield* run(views.dispatches);
+    yield* runDispatches(views.dispatches);
     const outputs: Float32Array[] = [];
     for (const t of views.outputs) outputs.push(yield* read(t));
     compare(what, host, indices, params, outputs, o);
@@ -223,7 +223,7 @@ const presetCase = (preset: AugmentPreset, host: HostDataset, batch: number, see
     const aug = yield* prepareAugmenter(ds, { preset, batch, seed, gather });
     const indices = Array.from({ length: batch }, (_, b) => (b * 7 + 3) % host.info.n);
     aug.setStep(4, 9, indices);
-    yield* run(aug.dispatches);
+    yield* runDispatches(aug.dispatches);
     const params = [0, 1].map((view) =>
       indices.map((_, sample) => drawView(preset, dimsOf(host), { seed, epoch: 4, step: 9, sample, view }))
     );
@@ -256,7 +256,7 @@ gpuTest(
     const outputs = Effect.fnUntraced(function* (seed: number, epoch: number, step: number) {
       const aug = yield* prepareAugmenter(ds, { preset: mnist(), batch: 8, seed });
       aug.setStep(epoch, step, indices);
-      yield* run(aug.dispatches);
+      yield* runDispatches(aug.dispatches);
       return [Array.from(yield* read(aug.outputs[0]!)), Array.from(yield* read(aug.outputs[1]!))];
     });
     const [a0, a1] = yield* outputs(1, 2, 3);
@@ -284,7 +284,7 @@ gpuTest(
       const aug = yield* prepareAugmenter(ds, { preset, batch: indices.length, seed: 1, gather });
       assert.equal(aug.gathered, gather || ds.chunks.length > 1);
       aug.setStep(0, 0, indices);
-      yield* run(aug.dispatches);
+      yield* runDispatches(aug.dispatches);
       return [Array.from(yield* read(aug.outputs[0]!)), Array.from(yield* read(aug.outputs[1]!))];
     });
     const reference = yield* runWith(direct, false);
@@ -298,7 +298,7 @@ gpuTest(
       std: [0.25, 0.25, 0.25],
     });
     viewer.setIndices(indices);
-    yield* run(viewer.dispatches);
+    yield* runDispatches(viewer.dispatches);
     const got = Array.from(yield* read(viewer.outputs[0]!), (v) => Math.round(255 * (0.25 * v + 0.5)));
     assert.deepEqual(got, indices.flatMap((i) => Array.from(imageOf(host, i))));
   }),
@@ -311,10 +311,10 @@ gpuTest(
     const ds = yield* toGpu(host);
     const viewer = yield* prepareEvalViewer(ds, { batch: 4, side: 28, mean: [0.1307], std: [0.3081] });
     viewer.setIndices([0, 1, 2, 3]);
-    yield* run(viewer.dispatches);
+    yield* runDispatches(viewer.dispatches);
     const full = yield* read(viewer.outputs[0]!);
     viewer.setIndices([4]);
-    yield* run(viewer.dispatches);
+    yield* runDispatches(viewer.dispatches);
     const last = yield* read(viewer.outputs[0]!);
     const expect = (i: number) => Array.from(imageOf(host, i), (b) => (b / 255 - 0.1307) / 0.3081);
     const rows = (x: Float32Array, b: number) => Array.from(x.subarray(b * 784, (b + 1) * 784));

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { Effect } from "effect";
 import { Gpu, type GpuContext } from "../../src/gpu/gpu.ts";
-import { read, run } from "../../src/gpu/kernel.ts";
+import { read, runDispatches } from "../../src/gpu/kernel.ts";
 import { Tensor } from "../../src/gpu/tensor.ts";
 import {
   type BatchNormAffine,
@@ -224,7 +224,7 @@ for (const [dims, groups] of cases) {
         const gpu = yield* Gpu;
         const t = setup(gpu, dims, groups, dims.reduce((a, b) => a * 7 + b, groups));
         const { s, data } = t;
-        yield* run([
+        yield* runDispatches([
           yield* batchNormTrain(t.x, t.y, t.affine, t.running, t.saved, { groups, ...blocks }),
           yield* batchNormBackward(t.x, t.dy, t.dx, t.affine.gamma, t.saved, { gamma: t.dgamma, beta: t.dbeta }, {
             groups,
@@ -289,7 +289,7 @@ for (const [dims, groups] of [[[2, 2, 2, 3], 1], [[4, 2, 3], 2], [[3, 2], 1], [[
       for (const k of ["dx", "dgamma", "dbeta"] as const) {
         assertClose(analytic[k], numeric[k], { atol: 1e-7, rtol: 1e-7, what: `float64 ${k}` });
       }
-      yield* run([
+      yield* runDispatches([
         yield* batchNormTrain(t.x, t.y, t.affine, t.running, t.saved, { groups }),
         yield* batchNormBackward(t.x, t.dy, t.dx, t.affine.gamma, t.saved, { gamma: t.dgamma, beta: t.dbeta }, {
           groups,
@@ -315,7 +315,7 @@ for (const [dims, groups] of [[[6, 3, 4, 5], 1], [[8, 4], 2], [[8, 2, 3, 3], 4]]
       for (let step = 0; step < 5; step++) {
         const x = inputs(s, 1000 + step).x.map((v) => v * (1 + step)); // a drifting input distribution
         gpu.write(t.x, x);
-        yield* run([forward]);
+        yield* runDispatches([forward]);
         ({ runningMean: rm, runningVar: rv } = forwardRef(s, x, data.affine.gamma, data.affine.beta, rm, rv, groups));
       }
       assertClose(yield* read(t.running.mean), rm, { ...TOL, what: "running mean" });
@@ -334,15 +334,15 @@ gpuTest(
     const train = yield* batchNormTrain(t.x, t.y, t.affine, t.running, t.saved);
     const yEval = gpu.tensor(dims, "f32", "y eval");
     const evaluate = yield* batchNormEval(t.x, yEval, t.affine, t.running);
-    yield* run([train]);
+    yield* runDispatches([train]);
     const yTrain = yield* read(t.y);
     // other running statistics: the training output must not move
     gpu.write(t.running.mean, randoms(s.c, 5, 3, 4));
     gpu.write(t.running.variance, randoms(s.c, 6, 5, 6));
-    yield* run([train]);
+    yield* runDispatches([train]);
     assert.deepEqual(yield* read(t.y), yTrain);
     const rm = yield* read(t.running.mean), rv = yield* read(t.running.variance);
-    yield* run([evaluate]);
+    yield* runDispatches([evaluate]);
     assertClose(yield* read(yEval), evalRef(s, data.x, data.affine, rm, rv), { ...TOL, what: "eval y" });
     assert.deepEqual(yield* read(t.running.mean), rm);
     assert.deepEqual(yield* read(t.running.variance), rv);
@@ -358,7 +358,7 @@ for (const dims of [[1, 3, 5, 7], [3, 6], [5, 1, 3, 5], [70, 3, 2, 2]]) {
     Effect.gen(function* () {
       const gpu = yield* Gpu;
       const t = setup(gpu, dims, 1, 77);
-      yield* run([yield* batchNormEval(t.x, t.y, t.affine, t.running)]);
+      yield* runDispatches([yield* batchNormEval(t.x, t.y, t.affine, t.running)]);
       const ref = evalRef(t.s, t.data.x, t.data.affine, t.data.runningMean, t.data.runningVar);
       assertClose(yield* read(t.y), ref, { ...TOL, what: "eval y" });
     }),
@@ -379,7 +379,7 @@ gpuTest(
     const outputs = function* () {
       gpu.write(t.running.mean, t.data.runningMean);
       gpu.write(t.running.variance, t.data.runningVar);
-      yield* run(step);
+      yield* runDispatches(step);
       return [yield* read(t.y), yield* read(t.dx), yield* read(t.dgamma), yield* read(t.running.variance)];
     };
     assert.deepEqual(yield* outputs(), yield* outputs());
@@ -396,7 +396,7 @@ gpuTest(
     const dims = [2, 1, 32764];
     const t = setup(gpu, dims, 1, 3);
     const { s, data } = t;
-    yield* run([
+    yield* runDispatches([
       yield* batchNormTrain(t.x, t.y, t.affine, t.running, t.saved),
       yield* batchNormBackward(t.x, t.dy, t.dx, t.affine.gamma, t.saved, { gamma: t.dgamma, beta: t.dbeta }),
     ]);

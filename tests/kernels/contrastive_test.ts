@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { Effect } from "effect";
 import { Gpu, type GpuContext } from "../../src/gpu/gpu.ts";
-import { read, run } from "../../src/gpu/kernel.ts";
+import { read, runDispatches } from "../../src/gpu/kernel.ts";
 import { contrastiveLoss, type MaskMode } from "../../src/ops/contrastive.ts";
 import { assertClose, gpuTest, randoms } from "../helpers.ts";
 
@@ -73,7 +73,7 @@ gpuTest(
     const table = f32([...sel].map((c) => protos[c].map((v) => v / phi[c])));
     const p = setup(gpu, q, table, sel, 2, 2);
     const proto = yield* contrastiveLoss(p.q, p.table, p.sel, p.metrics, p.dq, PLAIN);
-    yield* run(proto.forward);
+    yield* runDispatches(proto.forward);
     // The document's values are given to 6 decimals.
     assertClose(yield* read(proto.logits), [
       9.938837,
@@ -97,7 +97,7 @@ gpuTest(
       mode: "all",
       accumulate: false,
     });
-    yield* run(inst.forward);
+    yield* runDispatches(inst.forward);
     assertClose(yield* read(i.metrics.loss), [0.092730], { atol: 1e-6, rtol: 0, what: "InfoNCE mean" });
     const ref = lossRef(
       Float64Array.from(q),
@@ -138,7 +138,7 @@ for (const mode of ["none", "same", "all"] as const) {
         accumulate: true,
       });
       second.setValid(valid);
-      yield* run([...first.forward, ...second.forward, ...first.backward, ...second.backward]);
+      yield* runDispatches([...first.forward, ...second.forward, ...first.backward, ...second.backward]);
       const q64 = Float64Array.from(q), t64 = Float64Array.from(t);
       const total = (x: Float64Array) =>
         lossRef(x, t64, sel, n, d, 2.5, "all", c).mean + 0.5 * lossRef(x, t64, sel, n, d, 1.5, mode, valid).mean;
@@ -175,7 +175,7 @@ gpuTest(
     for (const [ids, expected] of [[[0, 1, 2, 3, 4], 2 / 3], [[7, 7, 2, 3, 4], 1]] as const) {
       const p = setup(gpu, q, t, Uint32Array.from(ids), 3, 2);
       const loss = yield* contrastiveLoss(p.q, p.table, p.sel, p.metrics, p.dq, PLAIN);
-      yield* run(loss.forward);
+      yield* runDispatches(loss.forward);
       assertClose(yield* read(p.metrics.accuracy), [expected], { atol: 1e-7, rtol: 0, what: `accuracy, ids ${ids}` });
     }
   }),
@@ -191,7 +191,7 @@ gpuTest(
     const t = f32([[0.5, 0], [0, 1], [1, 0], [-Infinity, 0]]);
     const p = setup(gpu, q, t, Uint32Array.from([0, 1, 2, 3]), 3, 2);
     const loss = yield* contrastiveLoss(p.q, p.table, p.sel, p.metrics, p.dq, PLAIN);
-    yield* run(loss.forward);
+    yield* runDispatches(loss.forward);
     assertClose(yield* read(p.metrics.accuracy), [1 / 3], { atol: 1e-7, rtol: 0, what: "accuracy with NaNs" });
   }),
 );

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { Effect } from "effect";
 import { Gpu } from "../../src/gpu/gpu.ts";
-import { read, run } from "../../src/gpu/kernel.ts";
+import { read, runDispatches } from "../../src/gpu/kernel.ts";
 import { Tensor } from "../../src/gpu/tensor.ts";
 import {
   conv2d,
@@ -118,7 +118,7 @@ const runCase = (c: Case, seed: number) =>
     const db = c.bias ? gpu.tensor([g.Cout], "f32", "db") : undefined;
     // Outputs start non-zero, so that a kernel that accumulates instead of overwriting fails.
     for (const t of [y, dx, dw, ...(db ? [db] : [])]) gpu.write(t, new Float32Array(t.size).fill(7));
-    yield* run([
+    yield* runDispatches([
       yield* conv2d(x, w, bias, y, opts),
       yield* conv2dBackwardInput(dy, w, dx, opts),
       yield* conv2dBackwardWeight(x, dy, dw, db, opts),

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { Effect } from "effect";
 import { Gpu } from "../../src/gpu/gpu.ts";
-import { read, run } from "../../src/gpu/kernel.ts";
+import { read, runDispatches } from "../../src/gpu/kernel.ts";
 import { Tensor } from "../../src/gpu/tensor.ts";
 import { add, axpy, relu, reluBackward, scale } from "../../src/ops/elementwise.ts";
 import { assertClose, gpuTest, randoms } from "../helpers.ts";
@@ -31,7 +31,7 @@ for (const shape of shapes) {
       const acc = gpu.upload(ys, "f32", shape, "acc");
       const r = gpu.tensor(shape, "f32", "r");
       const dx = gpu.tensor(shape, "f32", "dx");
-      yield* run([
+      yield* runDispatches([
         yield* add(x, y, sum),
         yield* scale(x, a, scaled),
         yield* axpy(a, x, acc),
@@ -65,7 +65,7 @@ gpuTest(
     const r = gpu.upload(xs, "f32", [n], "r");
     const g = gpu.upload(ys, "f32", [n], "g");
     const self = gpu.upload(ys, "f32", [n], "self");
-    yield* run([
+    yield* runDispatches([
       yield* add(x2, y1, x2), // x2 = x + y
       yield* add(x, y2, y2), // y2 = x + y
       yield* add(twice, twice, twice), // 2x
@@ -94,10 +94,10 @@ gpuTest(
     const x = gpu.upload(xs, "f32", [n], "x");
     const y = gpu.tensor([n], "f32", "y");
     const step = yield* axpy(0.25, x, y);
-    yield* run([step, step]); // y = 0.25x + 0.25x, exact (powers of two)
+    yield* runDispatches([step, step]); // y = 0.25x + 0.25x, exact (powers of two)
     assert.deepEqual(Array.from(yield* read(y)), Array.from(xs, (v) => 0.5 * v));
     step.setParams([["u32", n], ["f32", -0.5]]);
-    yield* run([step]); // y = 0.5x - 0.5x = 0
+    yield* runDispatches([step]); // y = 0.5x - 0.5x = 0
     assert.deepEqual(Array.from(yield* read(y)), new Array(n).fill(0));
   }),
 );
@@ -111,7 +111,7 @@ gpuTest(
     for (let i = 0; i < data.length; i++) data[i] = (i % 1021) - 510;
     const big = gpu.upload(data, "f32", [n + 64], "big");
     const x = new Tensor(big.buffer, [n], "f32"); // the first n elements; the 64 after them must stay untouched
-    yield* run([yield* scale(x, 2, x)]);
+    yield* runDispatches([yield* scale(x, 2, x)]);
     const out = yield* read(big);
     for (let i = 0; i < n + 64; i++) {
       const want = i < n ? 2 * data[i] : data[i];

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { Effect } from "effect";
 import { Gpu } from "../../src/gpu/gpu.ts";
-import { read, run } from "../../src/gpu/kernel.ts";
+import { read, runDispatches } from "../../src/gpu/kernel.ts";
 import { gatherRows } from "../../src/ops/gather.ts";
 import { gpuTest, randoms } from "../helpers.ts";
 
@@ -45,7 +45,11 @@ for (const [rows, cols, batch] of cases) {
       const of = gpu.tensor([batch, cols], "f32", "of");
       const ou = gpu.tensor([batch, cols], "u32", "ou");
       const oi = gpu.tensor([batch, cols], "i32", "oi");
-      yield* run([yield* gatherRows(xf, idx, of), yield* gatherRows(xu, idx, ou), yield* gatherRows(xi, idx, oi)]);
+      yield* runDispatches([
+        yield* gatherRows(xf, idx, of),
+        yield* gatherRows(xu, idx, ou),
+        yield* gatherRows(xi, idx, oi),
+      ]);
       assert.deepEqual(new Uint32Array((yield* read(of)).slice().buffer), want);
       assert.deepEqual(yield* read(ou), want);
       assert.deepEqual(new Uint32Array((yield* read(oi)).slice().buffer), want);
@@ -61,7 +65,7 @@ gpuTest(
     const x = gpu.upload(Uint32Array.from({ length: rows * cols }, (_, i) => i + 1), "u32", [rows, cols], "x");
     const index = gpu.upload(Uint32Array.from([4, 5, 0, 0xffffffff, 2]), "u32", [5], "index");
     const out = gpu.tensor([5, cols], "u32", "out");
-    yield* run([yield* gatherRows(x, index, out)]);
+    yield* runDispatches([yield* gatherRows(x, index, out)]);
     assert.deepEqual(Array.from(yield* read(out)), [13, 14, 15, 0, 0, 0, 1, 2, 3, 0, 0, 0, 7, 8, 9]);
   }),
 );

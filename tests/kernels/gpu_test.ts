@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { Context, Effect, Exit, Layer } from "effect";
 import { Gpu, GpuContext } from "../../src/gpu/gpu.ts";
 import { GpuDeviceLost, GpuOutOfMemory, GpuUnavailable, GpuValidationError, ShapeError } from "../../src/gpu/errors.ts";
-import { alloc, encode, prepare, read, run } from "../../src/gpu/kernel.ts";
+import { alloc, prepare, read, recordPass, runDispatches } from "../../src/gpu/kernel.ts";
 import { GpuTimer } from "../../src/gpu/timer.ts";
 import { copy, fill } from "../../src/ops/fill.ts";
 import { effectTest, gpuTest } from "../helpers.ts";
@@ -150,7 +150,7 @@ gpuTest(
     const values: Promise<Float32Array>[] = [];
     for (const v of [1, 2, 3]) {
       d.setParams([["u32", 3], ["f32", v], ["u32", 0]]);
-      const enc = encode(gpu, [d]);
+      const enc = recordPass(gpu, [d]);
       const pending = gpu.readAfter(enc, x);
       gpu.device.queue.submit([enc.finish()]);
       values.push(pending());
@@ -179,7 +179,7 @@ gpuTest(
     const times = yield* Effect.promise(() => timer.read());
     assert.deepEqual(times.map((t) => t.label), ["a", "b"]);
     for (const t of times) assert.ok(Number.isFinite(t.ms) && t.ms >= 0 && t.ms < 10_000, `${t.label}: ${t.ms} ms`);
-    yield* run([d]);
+    yield* runDispatches([d]);
   }),
 );
 

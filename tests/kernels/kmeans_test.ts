@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { Effect, References } from "effect";
 import { Gpu } from "../../src/gpu/gpu.ts";
-import { run } from "../../src/gpu/kernel.ts";
+import { runDispatches } from "../../src/gpu/kernel.ts";
 import { read } from "../../src/gpu/kernel.ts";
 import * as K from "../../src/ops/kmeans.ts";
 import * as F from "../../src/pcl/faiss.ts";
@@ -483,7 +483,7 @@ for (const [n, k] of [[1, 2], [1000, 2], [3000, 300], [5000, 100_000]] as const)
         hist: u32("h", K.radixHistSize(n)),
       };
       const sort = yield* K.radixSort(gpu.upload(keys, "u32", [n], "keys"), n, k, scratch);
-      yield* run(sort.dispatches);
+      yield* runDispatches(sort.dispatches);
       const order = Array.from(yield* read(sort.order));
       const expected = Array.from({ length: n }, (_, i) => i).sort((a, b) => keys[a]! - keys[b]! || a - b);
       assert.deepEqual(order, expected);

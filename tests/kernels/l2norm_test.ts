@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { Effect } from "effect";
 import { Gpu } from "../../src/gpu/gpu.ts";
-import { read, run } from "../../src/gpu/kernel.ts";
+import { read, runDispatches } from "../../src/gpu/kernel.ts";
 import { L2_EPS, l2normalize, l2normalizeBackward } from "../../src/ops/l2norm.ts";
 import { gpuTest, randoms } from "../helpers.ts";
 
@@ -83,7 +83,7 @@ for (const [rows, cols] of shapes) {
       const dy = gpu.upload(dys, "f32", [rows, cols], "dy");
       const y = gpu.tensor([rows, cols], "f32", "y");
       const dx = gpu.tensor([rows, cols], "f32", "dx");
-      yield* run([yield* l2normalize(x, y), yield* l2normalizeBackward(x, y, dy, dx)]);
+      yield* runDispatches([yield* l2normalize(x, y), yield* l2normalizeBackward(x, y, dy, dx)]);
       const yGpu = yield* read(y), dxGpu = yield* read(dx);
       const xr = rowsOf(xs, rows, cols), dyr = rowsOf(dys, rows, cols);
       const yr = rowsOf(yGpu, rows, cols), dxr = rowsOf(dxGpu, rows, cols);
@@ -123,7 +123,7 @@ gpuTest(
     const dy = gpu.upload(dys, "f32", [3, d], "dy");
     const y = gpu.tensor([3, d], "f32", "y");
     const dx = gpu.tensor([3, d], "f32", "dx");
-    yield* run([yield* l2normalize(x, y), yield* l2normalizeBackward(x, y, dy, dx)]);
+    yield* runDispatches([yield* l2normalize(x, y), yield* l2normalizeBackward(x, y, dy, dx)]);
     const yr = rowsOf(yield* read(y), 3, d), dxr = rowsOf(yield* read(dx), 3, d), dyr = rowsOf(dys, 3, d);
     assert.ok(Math.abs(norm(yr[0]!) - 1) < 1e-6, `‖y_0‖ = ${norm(yr[0]!)}`);
     assert.deepEqual(yr[1], new Array(d).fill(0));

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { Effect } from "effect";
 import { ShapeError } from "../../src/gpu/errors.ts";
 import { Gpu } from "../../src/gpu/gpu.ts";
-import { read, run } from "../../src/gpu/kernel.ts";
+import { read, runDispatches } from "../../src/gpu/kernel.ts";
 import { matmul, type MatmulKernel, matmulParams, type MatmulStrategy, planMatmul } from "../../src/ops/matmul.ts";
 import { gpuTest, randoms } from "../helpers.ts";
 
@@ -60,7 +60,7 @@ const check = (c: Case, strategy: MatmulStrategy, seed: number) =>
     const bias = c.bias ? gpu.upload(hbias, "f32", [N], "bias") : undefined;
     const plan = planMatmul(a.shape, b.shape, out.shape, strategy, { transA, transB });
     assert.ok(!(plan instanceof ShapeError));
-    yield* run([
+    yield* runDispatches([
       yield* matmul(a, b, out, { transA, transB, alpha, beta, strategy, ...(bias ? { bias } : {}) }),
     ]);
     const got = yield* read(out);
@@ -179,14 +179,14 @@ gpuTest(
     const thrice = gpu.tensor([M, N], "f32", "thrice");
     const first = yield* matmul(a, b, thrice);
     const more = yield* matmul(a, b, thrice, { beta: 1 });
-    yield* run([yield* matmul(a, b, once, { alpha: 3 }), first, more, more]);
+    yield* runDispatches([yield* matmul(a, b, once, { alpha: 3 }), first, more, more]);
     const [want, got] = [yield* read(once), yield* read(thrice)];
     for (let i = 0; i < M * N; i++) assert.ok(Math.abs(got[i] - want[i]) <= 1e-5 * (1 + Math.abs(want[i])));
     // setParams turns the accumulating dispatch into a plain one with alpha = 3: once more, the same result.
     const plan = planMatmul(a.shape, b.shape, thrice.shape, gpu.tuning.matmul);
     assert.ok(!(plan instanceof ShapeError));
     more.setParams(matmulParams(plan, 3, 0));
-    yield* run([more]);
+    yield* runDispatches([more]);
     assert.deepEqual(yield* read(thrice), want);
   }),
 );

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { Effect } from "effect";
 import { Gpu, type GpuContext } from "../../src/gpu/gpu.ts";
-import { read, run } from "../../src/gpu/kernel.ts";
+import { read, runDispatches } from "../../src/gpu/kernel.ts";
 import { Tensor } from "../../src/gpu/tensor.ts";
 import { emaUpdate, sgdStep } from "../../src/ops/optim.ts";
 import { assertClose, gpuTest, randoms } from "../helpers.ts";
@@ -50,7 +50,7 @@ for (const n of [1, 7, 64, 1000, 4099]) {
         const g = randoms(n, 100 * n + k, -1, 1);
         gpu.write(grads, g);
         step.setHyperparameters({ lr });
-        yield* run([step]);
+        yield* runDispatches([step]);
         sgdRef(p, g, buf, lr, momentum, weightDecay);
         // PyTorch's first step sets the buffer to g itself (here g + wd·p): the zero start must give just that
         if (k === 0) assertClose(yield* read(buffer), buf, within(buf, "first-step momentum buffer"));
@@ -75,7 +75,7 @@ gpuTest(
       if (k === 2) step.setHyperparameters({ momentum: 0.9, weightDecay: 1e-4 }); // lr stays 0.5
       const g = randoms(n, 50 + k);
       gpu.write(grads, g);
-      yield* run([step]);
+      yield* runDispatches([step]);
       sgdRef(p, g, buf, 0.5, k < 2 ? 0 : 0.9, k < 2 ? 0 : 1e-4);
       assertClose(yield* read(params), p, within(p, `params after step ${k}`));
     }
@@ -104,7 +104,7 @@ for (const n of [1, 6, 64, 1001]) {
         if (step === 3) update.setMomentum(m);
         const q = randoms(n, 7 * n + step, -1, 1); // the query encoder moves between updates
         gpu.write(queryParams, q);
-        yield* run([update]);
+        yield* runDispatches([update]);
         emaRef(k, q, m);
       }
       assertClose(yield* read(keyParams), k, within(k, "key params"));

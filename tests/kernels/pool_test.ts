@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { Effect } from "effect";
 import { Gpu } from "../../src/gpu/gpu.ts";
-import { read, run } from "../../src/gpu/kernel.ts";
+import { read, runDispatches } from "../../src/gpu/kernel.ts";
 import { Tensor } from "../../src/gpu/tensor.ts";
 import { convOutputSize } from "../../src/ops/conv2d.ts";
 import {
@@ -80,8 +80,8 @@ const runMaxPool = (c: Pool, x: Float32Array<ArrayBuffer>, dyData: Float32Array<
     const indices = gpu.tensor(yShape, "u32", "indices");
     const dx = gpu.tensor(c.x, "f32", "dx");
     gpu.write(dx, new Float32Array(dx.size).fill(7)); // the backward must overwrite, not accumulate
-    yield* run([yield* maxPool2d(xt, y, indices, opts), yield* maxPool2d(xt, y2, undefined, opts)]);
-    yield* run([yield* maxPool2dBackward(dy, indices, dx, opts)]);
+    yield* runDispatches([yield* maxPool2d(xt, y, indices, opts), yield* maxPool2d(xt, y2, undefined, opts)]);
+    yield* runDispatches([yield* maxPool2dBackward(dy, indices, dx, opts)]);
     return { y: yield* read(y), y2: yield* read(y2), indices: yield* read(indices), dx: yield* read(dx) };
   });
 
@@ -175,7 +175,7 @@ for (const shape of [[2, 3, 5, 3], [1, 1, 1, 1], [2, 3, 7, 7], [3, 130, 4, 5], [
       const dy = gpu.upload(dyData, "f32", [N, C], "dy");
       const y = gpu.tensor([N, C], "f32", "y");
       const dx = gpu.tensor(shape, "f32", "dx");
-      yield* run([yield* globalAvgPool(x, y), yield* globalAvgPoolBackward(dy, dx)]);
+      yield* runDispatches([yield* globalAvgPool(x, y), yield* globalAvgPoolBackward(dy, dx)]);
       const mean = Array.from({ length: N * C }, (_, p) => {
         let s = 0;
         for (let k = 0; k < HW; k++) s += xData[p * HW + k]!;

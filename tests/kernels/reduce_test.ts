@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { Effect } from "effect";
 import { Gpu } from "../../src/gpu/gpu.ts";
-import { read, run } from "../../src/gpu/kernel.ts";
+import { read, runDispatches } from "../../src/gpu/kernel.ts";
 import { argmax, mean, sum } from "../../src/ops/reduce.ts";
 import { gpuTest, randoms } from "../helpers.ts";
 
@@ -71,7 +71,7 @@ for (const [rows, cols] of shapes) {
         arg: gpu.tensor([rows], "u32", "arg"),
         argTies: gpu.tensor([rows], "u32", "argTies"),
       };
-      yield* run([
+      yield* runDispatches([
         yield* sum(x, 0, out.sum0),
         yield* sum(x, 1, out.sum1),
         yield* mean(x, 0, out.mean0),
@@ -107,7 +107,7 @@ gpuTest(
     ];
     const x = gpu.upload(new Float32Array(rows.flat()), "f32", [rows.length, cols], "x");
     const out = gpu.tensor([rows.length], "u32", "out");
-    yield* run([yield* argmax(x, out)]);
+    yield* runDispatches([yield* argmax(x, out)]);
     assert.deepEqual(Array.from(yield* read(out)), [0, 0, cols - 1, 257]);
   }),
 );
@@ -122,7 +122,7 @@ gpuTest(
     const s1 = gpu.tensor([rows], "f32", "s1");
     const c1 = gpu.tensor([cols], "f32", "c1");
     const c2 = gpu.tensor([cols], "f32", "c2");
-    yield* run([yield* sum(x, 1, s1), yield* sum(x, 0, c1), yield* sum(x, 0, c2)]);
+    yield* runDispatches([yield* sum(x, 1, s1), yield* sum(x, 0, c1), yield* sum(x, 0, c2)]);
     const got = yield* read(s1);
     for (let r = 0; r < rows; r++) {
       const want = Math.fround(xs[2 * r] + xs[2 * r + 1]); // two terms: one rounding, exactly reproducible

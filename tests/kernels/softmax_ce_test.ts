@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { Effect } from "effect";
 import { Gpu } from "../../src/gpu/gpu.ts";
-import { read, run } from "../../src/gpu/kernel.ts";
+import { read, runDispatches } from "../../src/gpu/kernel.ts";
 import { softmaxCrossEntropy, softmaxCrossEntropyBackward } from "../../src/ops/softmax_ce.ts";
 import { gpuTest, randoms } from "../helpers.ts";
 
@@ -84,7 +84,7 @@ for (const [rows, cols, lo, hi] of cases) {
       const loss = gpu.tensor([rows], "f32", "loss");
       const mean = gpu.tensor([1], "f32", "mean");
       const dlogits = gpu.tensor([rows, cols], "f32", "dlogits");
-      yield* run([
+      yield* runDispatches([
         yield* softmaxCrossEntropy(logits, targets, loss, mean),
         yield* softmaxCrossEntropyBackward(logits, targets, dlogits),
       ]);
@@ -127,7 +127,7 @@ gpuTest(
     const loss = gpu.tensor([rows], "f32", "loss");
     const mean = gpu.tensor([1], "f32", "mean");
     const dlogits = gpu.tensor([rows, cols], "f32", "dlogits");
-    yield* run([
+    yield* runDispatches([
       yield* softmaxCrossEntropy(logits, targets, loss, mean),
       yield* softmaxCrossEntropyBackward(logits, targets, dlogits),
     ]);

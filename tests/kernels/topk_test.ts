@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { Effect } from "effect";
 import { Gpu } from "../../src/gpu/gpu.ts";
-import { read, run } from "../../src/gpu/kernel.ts";
+import { read, runDispatches } from "../../src/gpu/kernel.ts";
 import { ShapeError } from "../../src/gpu/errors.ts";
 import { topk, TOPK_LOWEST, TOPK_NONE } from "../../src/ops/topk.ts";
 import { gpuTest, randoms } from "../helpers.ts";
@@ -65,7 +65,7 @@ for (
       // Row layout [rows, len].
       const vals = gpu.upload(x, "f32", [rows, len], "values");
       const ov = gpu.tensor([rows, k], "f32", "top values"), oi = gpu.tensor([rows, k], "u32", "top indices");
-      yield* run([yield* topk(vals, k, ov, oi, { base })]);
+      yield* runDispatches([yield* topk(vals, k, ov, oi, { base })]);
       check({ v: yield* read(ov), i: yield* read(oi) }, want, k, 0, "rows");
       // Column layout [len, rows], written into the middle of wider outputs.
       const xt = new Float32Array(rows * len);
@@ -73,7 +73,7 @@ for (
       const valsT = gpu.upload(xt, "f32", [len, rows], "values T");
       const width = k + 5;
       const wv = gpu.tensor([rows, width], "f32", "wide values"), wi = gpu.tensor([rows, width], "u32", "wide idx");
-      yield* run([yield* topk(valsT, k, wv, wi, { columns: true, base, outColumn: 3 })]);
+      yield* runDispatches([yield* topk(valsT, k, wv, wi, { columns: true, base, outColumn: 3 })]);
       check({ v: yield* read(wv), i: yield* read(wi) }, want, width, 3, "columns");
     }),
   );
@@ -88,7 +88,7 @@ gpuTest(
     const want = cpuTopk((r, l) => x[r * len + l]!, (_, l) => l, rows, len, k);
     const vals = gpu.upload(x, "f32", [rows, len], "increasing");
     const ov = gpu.tensor([rows, k], "f32", "top values"), oi = gpu.tensor([rows, k], "u32", "top indices");
-    yield* run([yield* topk(vals, k, ov, oi)]);
+    yield* runDispatches([yield* topk(vals, k, ov, oi)]);
     check({ v: yield* read(ov), i: yield* read(oi) }, want, k, 0, "increasing");
   }),
 );
@@ -105,7 +105,7 @@ gpuTest(
     const vals = gpu.upload(x, "f32", [rows, len], "candidates");
     const ids = gpu.upload(idx, "u32", [rows, len], "candidate indices");
     const ov = gpu.tensor([rows, k], "f32", "merged values"), oi = gpu.tensor([rows, k], "u32", "merged indices");
-    yield* run([yield* topk(vals, k, ov, oi, { indices: ids })]);
+    yield* runDispatches([yield* topk(vals, k, ov, oi, { indices: ids })]);
     check({ v: yield* read(ov), i: yield* read(oi) }, want, k, 0, "merge");
   }),
 );
@@ -130,7 +130,7 @@ gpuTest(
       return gpu.upload(p, "f32", [rows, to - from], `piece ${from}`);
     };
     const ov = gpu.tensor([rows, k + 2], "f32", "values"), oi = gpu.tensor([rows, k + 2], "u32", "indices");
-    yield* run([
+    yield* runDispatches([
       yield* topk(piece(0, split), k, ov, oi, { outColumn: 2, sorted: false }),
       yield* topk(piece(split, len), k, ov, oi, { outColumn: 2, base: split, resume: true }),
     ]);
@@ -138,7 +138,7 @@ gpuTest(
     // A row with fewer candidates than k keeps empty entries at the end.
     const short = gpu.upload(Float32Array.from([NaN, 2, -Infinity]), "f32", [1, 3], "short");
     const sv = gpu.tensor([1, 4], "f32", "sv"), si = gpu.tensor([1, 4], "u32", "si");
-    yield* run([yield* topk(short, 4, sv, si)]);
+    yield* runDispatches([yield* topk(short, 4, sv, si)]);
     assert.deepEqual(Array.from(yield* read(si)), [1, TOPK_NONE, TOPK_NONE, TOPK_NONE]);
   }),
 );

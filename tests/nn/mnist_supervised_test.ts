@@ -14,7 +14,7 @@ import { Effect } from "effect";
 import { loadDataset, MNIST_MEAN, MNIST_STD, Sampler } from "../../src/data/mod.ts";
 import type { Dataset } from "../../src/data/dataset.ts";
 import { Gpu } from "../../src/gpu/gpu.ts";
-import { alloc, encode } from "../../src/gpu/kernel.ts";
+import { alloc, recordPass } from "../../src/gpu/kernel.ts";
 import { convnet } from "../../src/nn/models.ts";
 import { linear } from "../../src/nn/layers.ts";
 import { type Module, sequential } from "../../src/nn/module.ts";
@@ -57,7 +57,7 @@ const accuracy = Effect.fnUntraced(function* (model: Module, dataset: Dataset) {
   const pending: Array<Promise<Uint32Array>> = [];
   for (let start = 0; start < n; start += EVAL_BATCH) {
     viewer.setIndices(Array.from({ length: EVAL_BATCH }, (_, i) => start + i));
-    const enc = encode(gpu, pass, "eval");
+    const enc = recordPass(gpu, pass, "eval");
     const read = gpu.readAfter(enc, predicted);
     gpu.device.queue.submit([enc.finish()]);
     pending.push(read());
@@ -109,7 +109,7 @@ gpuTest(
         indices.forEach((index, i) => (labels[i] = train.labels[index]!));
         viewer.setIndices(indices);
         gpu.write(targets, labels);
-        const enc = encode(gpu, step, "train step");
+        const enc = recordPass(gpu, step, "train step");
         const read = gpu.readAfter(enc, meanLoss);
         gpu.device.queue.submit([enc.finish()]);
         // The previous step's loss is ready (or nearly): waiting for it keeps one step in flight, never zero.

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { Effect } from "effect";
 import { Gpu, type GpuContext } from "../../src/gpu/gpu.ts";
-import { run } from "../../src/gpu/kernel.ts";
+import { runDispatches } from "../../src/gpu/kernel.ts";
 import type { Tensor } from "../../src/gpu/tensor.ts";
 import { bindEncoder, encoder, flopsPerImage, residual } from "../../src/nn/models.ts";
 import { ParamBuilder, type ParamStore, StateDictError } from "../../src/nn/params.ts";
@@ -67,9 +67,9 @@ gpuTest(
     // Read the parameters before the forward: in training mode it updates BN running statistics (not used here).
     const f = (s: ref.State) => ref.convnetMlp(s, ref.t64(xData, xShape));
     const expected = f(yield* Effect.promise(() => state64(gpu, enc.params)));
-    yield* run(b.forward);
+    yield* runDispatches(b.forward);
     gpu.write(b.dz!, upstream);
-    yield* run(b.backward);
+    yield* runDispatches(b.backward);
     // z is unit-norm; f32 through three convs and BN stays well within 1e-4.
     assertClose(yield* Effect.promise(() => gpu.read(b.z)), expected.data, { atol: 1e-4, rtol: 0, what: "z" });
     const checked = yield* Effect.promise(() => checkGradients(gpu, enc.params, f, upstream));
@@ -93,9 +93,9 @@ gpuTest(
     const upstream = randoms(3 * 8, 22);
     const f = (s: ref.State) => ref.convnetMlp(s, ref.t64(xData, xShape), [1, 2, 2, 2, 1]);
     const expected = f(yield* Effect.promise(() => state64(gpu, enc.params)));
-    yield* run(b.forward);
+    yield* runDispatches(b.forward);
     gpu.write(b.dz!, upstream);
-    yield* run(b.backward);
+    yield* runDispatches(b.backward);
     // z is unit-norm. f32 rounding grows with each conv's fan-in (up to 1,152 terms) and each BN's division by a
     // batch std, over five layers instead of three; measured 4e-7 here, so 1e-4 has a wide margin while a wrong
     // stride, padding or channel index moves z by O(0.1).
@@ -147,7 +147,7 @@ gpuTest(
     const x = upload(gpu, randoms(2 * 784, 9, 0, 1), [2, 1, 28, 28], "x");
     const b = yield* bindEncoder(enc, x, { train: false, grad: false });
     assert.deepEqual(b.features.shape, [2, 128]);
-    yield* run(b.forward);
+    yield* runDispatches(b.forward);
     const z = yield* Effect.promise(() => gpu.read(b.z));
     for (let n = 0; n < 2; n++) {
       const norm = Math.hypot(...z.subarray(n * 64, (n + 1) * 64));
@@ -184,9 +184,9 @@ gpuTest(
     assert.deepEqual(b.y.shape, [2, 6, 3, 3]);
     const upstream = randoms(2 * 6 * 9, 5);
     const f = (s: ref.State) => ref.basicBlock(s, "block", ref.t64(s.get("x")?.data ?? xData, xShape), 2);
-    yield* run(b.forward);
+    yield* runDispatches(b.forward);
     gpu.write(b.dy!, upstream);
-    yield* run(b.backward);
+    yield* runDispatches(b.backward);
     yield* Effect.promise(() => checkGradients(gpu, params, f, upstream));
     // The input gradient: both branches contribute.
     const state = new Map([...yield* Effect.promise(() => state64(gpu, params)), ["x", ref.t64(xData, xShape)]]);
@@ -211,9 +211,9 @@ gpuTest(
     const dx = gpu.tensor([4, 7], "f32", "dx");
     const b = yield* module.bind(x, dx, { train: true, grad: true });
     const upstream = randoms(4 * 3, 13);
-    yield* run(b.forward);
+    yield* runDispatches(b.forward);
     gpu.write(b.dy!, upstream);
-    yield* run(b.backward);
+    yield* runDispatches(b.backward);
     const f = (s: ref.State) => {
       const h = ref.relu(ref.linear(s.get("x") ?? ref.t64(xData, [4, 7]), s.get("a.weight")!, s.get("a.bias")));
       return ref.linear(h, s.get("b.weight")!, undefined);
@@ -250,7 +250,7 @@ gpuTest(
       const x = upload(gpu, randoms(2 * 3 * side * side, 9), [2, 3, side, side], "x");
       const b = yield* bindEncoder(enc, x, { train: false, grad: false });
       assert.deepEqual(b.features.shape, [2, 512]);
-      yield* run(b.forward);
+      yield* runDispatches(b.forward);
       const z = yield* Effect.promise(() => gpu.read(b.z));
       for (let n = 0; n < 2; n++) {
         const norm = Math.hypot(...z.subarray(n * 128, (n + 1) * 128));

@@ -4,7 +4,7 @@ import { Draws, Stream } from "../../src/data/rng.ts";
 import { loadDataset } from "../../src/data/source.ts";
 import { mnist } from "../../src/data/augmentations.ts";
 import { Gpu } from "../../src/gpu/gpu.ts";
-import { run } from "../../src/gpu/kernel.ts";
+import { runDispatches } from "../../src/gpu/kernel.ts";
 import { prepareAugmenter } from "../../src/ops/augment.ts";
 import { bindEncoder, encoder, type EncoderSpec } from "../../src/nn/models.ts";
 import { fixedViews, MStep, type MStepConfig, MStepError, sampleColumns } from "../../src/pcl/mstep.ts";
@@ -120,7 +120,7 @@ gpuTest(
     const fresh = yield* encoder(spec, 9);
     gpu.write(fresh.params.values, queryAfterStep0);
     const b = yield* bindEncoder(fresh, m.views.outputs[1]!, { train: true, grad: false });
-    yield* run(b.forward);
+    yield* runDispatches(b.forward);
     // Same parameters, same input, same kernels: equal to f32 rounding of a different dispatch order at most.
     assertClose(keys, yield* Effect.promise(() => gpu.read(b.z)), { atol: 1e-6, rtol: 0, what: "keys" });
   }),
