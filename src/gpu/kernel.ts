@@ -110,7 +110,7 @@ export const alloc = <D extends DType>(shape: readonly number[], dtype: D, label
  * Prepares one launch of a kernel: compiles (or takes from the cache) its pipeline, writes its parameters into a
  * uniform buffer of its own and builds its bind groups, all once, so that recording it later allocates nothing.
  */
-export const prepare = Effect.fnUntraced(function* (spec: KernelSpec, launch: Launch) {
+export const prepare = Effect.fn("kernel.prepare")(function* (spec: KernelSpec, launch: Launch) {
   const gpu = yield* Gpu;
   const { device } = gpu;
   const tooLarge = checkBindings(gpu, spec.name, launch.tensors);

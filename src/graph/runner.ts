@@ -171,7 +171,10 @@ const execute = <I, O, E, R>(
         ? values.get(n.deps[0])
         : Object.fromEntries(n.deps.map((d) => [d, values.get(d)]));
       const stage = n.stage as Stage<unknown, unknown, E, R>;
-      const [took, out] = yield* Effect.timed(stage.run(arg)).pipe(Effect.withLogSpan(name));
+      const [took, out] = yield* Effect.timed(stage.run(arg)).pipe(
+        Effect.withLogSpan(name),
+        Effect.withSpan(`stage ${name}`),
+      );
       yield* hookPoint(`${opts.run}/${name}`);
       yield* writeArtifact(key(name), stage.output, out);
       values.set(name, out);

@@ -138,7 +138,7 @@ export class MStep {
     return this.keys.rows(this.batch, this.config.queueSize);
   }
 
-  static prepare = Effect.fnUntraced(function* (
+  static prepare = Effect.fn("MStep.prepare")(function* (
     query: Encoder,
     key: Encoder,
     views: ViewSource,

@@ -9,6 +9,7 @@ import { CheckpointError, listManifests } from "../../src/pcl/checkpoint.ts";
 import { main } from "../../src/cli/main.ts";
 import { StageHooks } from "../../src/graph/mod.ts";
 import { effectTest, tempDir } from "../helpers.ts";
+import { snapshot } from "../cli/run.ts";
 import { tinyConfig } from "./tiny.ts";
 import YAML from "yaml";
 import { References } from "effect";
@@ -128,23 +129,6 @@ effectTest(
     assert.deepEqual(configJson(changed).seed, 5);
   }),
 );
-
-/** Every file under `dir` with its bytes' length and a cheap hash, for "nothing changed" checks. */
-const snapshot = async (dir: string) => {
-  const out: Record<string, string> = {};
-  const walk = async (d: string) => {
-    for await (const e of Deno.readDir(d)) {
-      const p = `${d}/${e.name}`;
-      if (e.isDirectory) await walk(p);
-      else {
-        const b = await Deno.readFile(p);
-        out[p] = `${b.length}:${Array.from(new Uint8Array(await crypto.subtle.digest("SHA-1", b))).join(",")}`;
-      }
-    }
-  };
-  await walk(dir);
-  return out;
-};
 
 effectTest(
   "cli: train through the command line, then bad YAML, a bad config and a missing dataset fail with one line",
