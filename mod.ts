@@ -17,15 +17,7 @@ export { type Augmenter, type EvalViewer, prepareAugmenter, prepareEvalViewer } 
 export * from "./src/nn/module.ts";
 export * from "./src/nn/layers.ts";
 export * from "./src/nn/models.ts";
-export {
-  type Init,
-  NormalRng,
-  ParamBuilder,
-  ParamStore,
-  Slot,
-  StateDictError,
-  type StoreEntry,
-} from "./src/nn/params.ts";
+export { type Init, ParamBuilder, ParamStore, Slot, StateDictError, type StoreEntry } from "./src/nn/params.ts";
 export * from "./src/nn/schedule.ts";
 
 // The losses: InfoNCE and ProtoNCE share one masked softmax cross-entropy kernel; the plain one for probes.

@@ -19,7 +19,7 @@ import { Gpu } from "../src/gpu/gpu.ts";
 import { formatNpy } from "../src/io/npy.ts";
 import type { Matrix } from "../src/io/matrix.ts";
 import { kmeans } from "../src/pcl/kmeans.ts";
-import { Rng } from "../src/pcl/faiss.ts";
+import { SequentialRng as Rng } from "../src/data/rng.ts";
 
 const N = 60_000;
 const ITERATIONS = 20;

@@ -20,7 +20,7 @@ export { FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, mnistDataDir, readFashionMnis
 export { CIFAR10_CLASSES, readCifar10 } from "./cifar.ts";
 export { decodeImage, type ImageFolderOptions, readImageFolder } from "./imagefolder.ts";
 export { readSynthetic, SHAPES, type SyntheticOptions } from "./synthetic.ts";
-export { Draws, mulhi, permutation, philox4x32, RNG_WGSL, Stream, u01 } from "./rng.ts";
+export { Draws, mulhi, NormalRng, permutation, philox4x32, RNG_WGSL, SequentialRng, Stream, u01 } from "./rng.ts";
 export {
   type AugmentOp,
   type AugmentPreset,

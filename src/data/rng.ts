@@ -6,6 +6,11 @@
  *
  * Convention used across the project: key = (seed, stream), counter = four words the caller chooses (for the
  * augmentations: epoch, step, sample, view << 16 | block). `Stream` keeps the users of one seed apart.
+ *
+ * The project's three generators live here, each where its use needs it: `Draws` (Philox) wherever a draw must be
+ * recomputable out of order or on the GPU (sampling, augmentation, negatives, the key shuffle); `SequentialRng`
+ * (mulberry32) for k-means' host-side choices, drawn in order once per E-step; `NormalRng` (xorshift128+ with
+ * Box-Muller) for parameter initialisation and the queue's first keys.
  */
 import rngWgsl from "../../kernels/rng.wgsl" with { type: "text" };
 
@@ -124,3 +129,74 @@ export const permutation = (n: number, seed: number, epoch: number, stream: numb
   }
   return perm;
 };
+
+/**
+ * mulberry32 (a Weyl counter through a 32-bit mixer), with seeds above 2^32 folded in, and uniform draws from two
+ * outputs (53 bits), so integer draws are unbiased to 2^-21 for any range below 2^32.
+ */
+export class SequentialRng {
+  private state: number;
+
+  constructor(seed: number) {
+    const hi = Math.floor(seed / 2 ** 32);
+    this.state = ((seed >>> 0) ^ Math.imul(hi >>> 0, 0x9e3779b9)) >>> 0;
+  }
+
+  u32(): number {
+    this.state = (this.state + 0x6d2b79f5) >>> 0;
+    let t = this.state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return (t ^ (t >>> 14)) >>> 0;
+  }
+
+  /** Uniform in [0, 1). */
+  float(): number {
+    return (this.u32() * 2 ** 21 + (this.u32() >>> 11)) / 2 ** 53;
+  }
+
+  /** Uniform integer in [0, m). */
+  int(m: number): number {
+    return Math.floor(this.float() * m);
+  }
+}
+
+/** A seeded xorshift128+ generator with Box-Muller normals: initialisation only, never in a kernel. */
+export class NormalRng {
+  private s0: bigint;
+  private s1: bigint;
+  private spare: number | undefined;
+
+  constructor(seed: number) {
+    const mix = (z: bigint) => {
+      z = (z ^ (z >> 30n)) * 0xbf58476d1ce4e5b9n & 0xffffffffffffffffn;
+      z = (z ^ (z >> 27n)) * 0x94d049bb133111ebn & 0xffffffffffffffffn;
+      return z ^ (z >> 31n);
+    };
+    this.s0 = mix(BigInt(seed >>> 0) + 0x9e3779b97f4a7c15n);
+    this.s1 = mix(this.s0 + 0x9e3779b97f4a7c15n);
+  }
+
+  /** Uniform in (0, 1). */
+  uniform(): number {
+    let x = this.s0;
+    const y = this.s1;
+    this.s0 = y;
+    x ^= (x << 23n) & 0xffffffffffffffffn;
+    this.s1 = x ^ y ^ (x >> 17n) ^ (y >> 26n);
+    const bits = Number(((this.s1 + y) & 0xffffffffffffffffn) >> 11n);
+    return (bits + 0.5) / 2 ** 53;
+  }
+
+  normal(): number {
+    if (this.spare !== undefined) {
+      const s = this.spare;
+      this.spare = undefined;
+      return s;
+    }
+    const r = Math.sqrt(-2 * Math.log(this.uniform()));
+    const t = 2 * Math.PI * this.uniform();
+    this.spare = r * Math.sin(t);
+    return r * Math.cos(t);
+  }
+}

@@ -1,5 +1,6 @@
 import { Effect, Schema } from "effect";
 import { Gpu, type GpuContext } from "../gpu/gpu.ts";
+import { NormalRng } from "../data/rng.ts";
 import { alloc } from "../gpu/kernel.ts";
 import { numel, Tensor } from "../gpu/tensor.ts";
 
@@ -205,45 +206,5 @@ export class ParamStore {
 
   private writeState(gpu: GpuContext, state: ReadonlyMap<string, Float32Array<ArrayBuffer>>): void {
     for (const [e, store] of this.entries) gpu.write(view(store, e), state.get(e.name)!);
-  }
-}
-
-/** A seeded xorshift128+ generator with Box-Muller normals: initialisation only, never in a kernel. */
-export class NormalRng {
-  private s0: bigint;
-  private s1: bigint;
-  private spare: number | undefined;
-
-  constructor(seed: number) {
-    const mix = (z: bigint) => {
-      z = (z ^ (z >> 30n)) * 0xbf58476d1ce4e5b9n & 0xffffffffffffffffn;
-      z = (z ^ (z >> 27n)) * 0x94d049bb133111ebn & 0xffffffffffffffffn;
-      return z ^ (z >> 31n);
-    };
-    this.s0 = mix(BigInt(seed >>> 0) + 0x9e3779b97f4a7c15n);
-    this.s1 = mix(this.s0 + 0x9e3779b97f4a7c15n);
-  }
-
-  /** Uniform in (0, 1). */
-  uniform(): number {
-    let x = this.s0;
-    const y = this.s1;
-    this.s0 = y;
-    x ^= (x << 23n) & 0xffffffffffffffffn;
-    this.s1 = x ^ y ^ (x >> 17n) ^ (y >> 26n);
-    const bits = Number(((this.s1 + y) & 0xffffffffffffffffn) >> 11n);
-    return (bits + 0.5) / 2 ** 53;
-  }
-
-  normal(): number {
-    if (this.spare !== undefined) {
-      const s = this.spare;
-      this.spare = undefined;
-      return s;
-    }
-    const r = Math.sqrt(-2 * Math.log(this.uniform()));
-    const t = 2 * Math.PI * this.uniform();
-    this.spare = r * Math.sin(t);
-    return r * Math.cos(t);
   }
 }

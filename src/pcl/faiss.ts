@@ -3,39 +3,9 @@
  * restart's initial points, and the plan for splitting empty clusters. The kernels are in src/ops/kmeans.ts, the
  * driver in ./kmeans.ts.
  *
- * The random streams need not match faiss's (it uses mt19937); they are ours, seeded and documented: mulberry32 (a
- * Weyl counter through a 32-bit mixer), with seeds above 2^32 folded in, and uniform draws from two outputs (53 bits),
- * so integer draws are unbiased to 2^-21 for any range below 2^32. (Augmentation, sampling and negatives use the
- * counter-based Philox of src/data/rng.ts instead: those draws must be reproducible out of order, these are
- * sequential.)
+ * The random streams need not match faiss's (it uses mt19937); they are ours: `SequentialRng` (src/data/rng.ts).
  */
-
-export class Rng {
-  private state: number;
-
-  constructor(seed: number) {
-    const hi = Math.floor(seed / 2 ** 32);
-    this.state = ((seed >>> 0) ^ Math.imul(hi >>> 0, 0x9e3779b9)) >>> 0;
-  }
-
-  u32(): number {
-    this.state = (this.state + 0x6d2b79f5) >>> 0;
-    let t = this.state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (t ^ (t >>> 14)) >>> 0;
-  }
-
-  /** Uniform in [0, 1). */
-  float(): number {
-    return (this.u32() * 2 ** 21 + (this.u32() >>> 11)) / 2 ** 53;
-  }
-
-  /** Uniform integer in [0, m). */
-  int(m: number): number {
-    return Math.floor(this.float() * m);
-  }
-}
+import { SequentialRng } from "../data/rng.ts";
 
 /**
  * The first `m` entries of a seeded random permutation of 0..n−1: forward Fisher–Yates as faiss's `rand_perm`,
@@ -44,7 +14,7 @@ export class Rng {
 export const permutationPrefix = (n: number, m: number, seed: number): Uint32Array<ArrayBuffer> => {
   const perm = new Uint32Array(n);
   for (let i = 0; i < n; i++) perm[i] = i;
-  const rng = new Rng(seed);
+  const rng = new SequentialRng(seed);
   for (let i = 0; i < Math.min(m, n - 1); i++) {
     const j = i + rng.int(n - i);
     const t = perm[i]!;
@@ -77,7 +47,7 @@ export const initialRows = (nTrain: number, k: number, seed: number, redo: numbe
  */
 export const splitPlan = (hassign: Float32Array, n: number): Array<readonly [number, number]> => {
   const k = hassign.length;
-  const rng = new Rng(1234);
+  const rng = new SequentialRng(1234);
   const plan: Array<readonly [number, number]> = [];
   const denominator = Math.fround(n - k);
   for (let ci = 0; ci < k; ci++) {

@@ -1,5 +1,5 @@
 import { Effect, Schema } from "effect";
-import { Draws, Stream } from "../data/rng.ts";
+import { Draws, NormalRng, Stream } from "../data/rng.ts";
 import { Gpu, type GpuContext } from "../gpu/gpu.ts";
 import { alloc, type Dispatch, recordPass } from "../gpu/kernel.ts";
 import type { Tensor } from "../gpu/tensor.ts";
@@ -8,7 +8,6 @@ import { copy, type CopyAt, copyAt } from "../ops/fill.ts";
 import { gatherRows } from "../ops/gather.ts";
 import { emaUpdate, type SgdStep, sgdStep } from "../ops/optim.ts";
 import { bindEncoder, type Encoder } from "../nn/models.ts";
-import { NormalRng } from "../nn/params.ts";
 import type { PrototypeSet } from "./concentration.ts";
 
 /** The M-step's settings (docs/algorithm.md §2, §5, §6). */

@@ -5,6 +5,7 @@ import { runDispatches } from "../../src/gpu/kernel.ts";
 import { read } from "../../src/gpu/kernel.ts";
 import * as K from "../../src/ops/kmeans.ts";
 import * as F from "../../src/pcl/faiss.ts";
+import { SequentialRng } from "../../src/data/rng.ts";
 import type { Matrix } from "../../src/io/matrix.ts";
 import { cluster, type Clustering, kmeans, KMeansError } from "../../src/pcl/kmeans.ts";
 import { runStageCluster } from "../../src/cli/stage_cluster.ts";
@@ -43,7 +44,7 @@ const nearest = (x: Float32Array, i: number, d: number, c: Float64Array, k: numb
  */
 const referenceSplits = (size: Float32Array, n: number) => {
   const k = size.length;
-  const rng = new F.Rng(1234);
+  const rng = new SequentialRng(1234);
   const plan: Array<[number, number]> = [];
   for (let ci = 0; ci < k; ci++) {
     if (size[ci] !== 0) continue;
