@@ -56,7 +56,10 @@ export { lockRunDirectory, RunLocked } from "./src/io/lock.ts";
 
 // Configs and training.
 export * from "./src/config.ts";
-export { ConfigMismatch, evaluateUntrained, train, type TrainResult } from "./src/pcl/train.ts";
+export { ConfigMismatch, train, type TrainResult } from "./src/pcl/train.ts";
+export * from "./src/pcl/baselines.ts";
+export * from "./src/pcl/comparison.ts";
+export * from "./src/eval/pixels.ts";
 export {
   Diverged,
   infoNceEpoch,

@@ -1,5 +1,7 @@
 /** Flags several commands share. */
+import { Option } from "effect";
 import { Flag } from "effect/cli";
+import { loadConfig } from "../config.ts";
 
 export const DEFAULT_CONFIG = new URL("../../pipelines/mnist.yaml", import.meta.url).pathname;
 
@@ -18,3 +20,15 @@ export const intAtLeast = (name: string, min: number, description: string) =>
 
 export const outFlag = (description: string) =>
   Flag.String("out").pipe(Flag.withAlias("o"), Flag.withDescription(description), Flag.optional);
+
+/** The stop request a signal makes: the current step finishes, a checkpoint is written, training stops. */
+export const stop: { signal: string | undefined } = { signal: undefined };
+
+export const epochsFlag = Flag.Int("epochs").pipe(
+  Flag.withDescription("override the config's epochs (a finished run with a step schedule is extended)"),
+  Flag.optional,
+);
+
+/** The config file with `--epochs` merged in before decoding: an override meets the YAML's rules and paths. */
+export const configWithEpochs = (o: { readonly config: string; readonly epochs: Option.Option<number> }) =>
+  loadConfig(o.config, Option.isSome(o.epochs) ? { epochs: o.epochs.value } : {});

@@ -4,19 +4,18 @@
  */
 import { Cause, Effect, Exit, Layer, Logger, Option, References } from "effect";
 import { Command, Flag } from "effect/cli";
-import { loadConfig, TrainConfig } from "../config.ts";
+import type { TrainConfig } from "../config.ts";
 import { Gpu } from "../gpu/gpu.ts";
 import type { PhaseProgress, StepProgress } from "../pcl/epoch.ts";
-import { type Evaluation, trainingSeconds } from "../pcl/metrics.ts";
-import { evaluateUntrained, train, type TrainResult } from "../pcl/train.ts";
+import type { Evaluation } from "../pcl/metrics.ts";
+import { train, type TrainResult } from "../pcl/train.ts";
+import { evaluatePixelBaseline } from "../pcl/baselines.ts";
 import { DenoCliEnv } from "./env.ts";
-import { configFlag, outFlag } from "./flags.ts";
+import { configFlag, configWithEpochs, epochsFlag, outFlag, stop } from "./flags.ts";
 import { stageCommand } from "./stage.ts";
+import { compareCommand } from "./compare.ts";
 
 const VERSION = "0.1.0";
-/** The stop request a signal makes: the current step finishes, a checkpoint is written, training stops. */
-const stop: { signal: string | undefined } = { signal: undefined };
-
 /** A status line on a terminal (stderr), cleared around log lines; nothing when not a terminal. */
 const status = (() => {
   const tty = Deno.stderr.isTerminal();
@@ -81,7 +80,7 @@ const logger = Logger.make(({ message, logLevel, date }) => {
   status.around(() => console.error(line));
 });
 
-const summary = (r: TrainResult, config: TrainConfig) => {
+const summary = (r: TrainResult, config: TrainConfig, pixels: Evaluation | undefined) => {
   const last = r.metrics.at(-1);
   const first = r.metrics[0];
   const pct = (v: number) => `${(100 * v).toFixed(1)}%`;
@@ -105,22 +104,25 @@ const summary = (r: TrainResult, config: TrainConfig) => {
     lines.push(`  ${speed.toFixed(0)} images/s on average (M-step); training time ${r.seconds.toFixed(0)} s`);
     const e = last.evaluation;
     if (e) {
-      lines.push("", "  Evaluation (query encoder, test set)");
-      if (e.knn) {
-        lines.push(
-          `    kNN top-1         ${
-            Object.entries(e.knn).map(([k, v]) => `${k.replace("k", "k=")} ${pct(v)}`).join("   ")
-          }`,
-        );
-      }
-      if (e.linear !== undefined) lines.push(`    linear probe      ${pct(e.linear)}`);
-      const c = e.clustering;
-      if (c) {
-        lines.push(
-          `    k-means (K = classes) on head features: AMI ${c.ami.toFixed(3)}  NMI ${c.nmi.toFixed(3)}  ` +
-            `ARI ${c.ari.toFixed(3)}  ACC ${pct(c.acc)}`,
-        );
-      }
+      // The learned features beside the raw pixels under the same protocol: the gain a run is for.
+      const rows: Array<[string, Evaluation | undefined]> = [["learned features", e], ["raw pixels", pixels]];
+      const knn = Object.keys(e.knn ?? {});
+      const head = ["", ...knn.map((k) => `kNN ${k.replace("k", "k=")}`), "linear", "AMI", "NMI", "ARI", "ACC"];
+      const table = rows.filter(([, v]) => v !== undefined).map(([label, v]) => [
+        label,
+        ...knn.map((k) => pct(v!.knn?.[k] ?? NaN)),
+        pct(v!.linear ?? NaN),
+        ...(["ami", "nmi", "ari"] as const).map((m) => (v!.clustering?.[m] ?? NaN).toFixed(3)),
+        pct(v!.clustering?.acc ?? NaN),
+      ]);
+      const widths = head.map((h, c) => Math.max(h.length, ...table.map((r) => r[c]!.length)));
+      const line = (r: string[]) => `    ${r.map((v, c) => v.padEnd(widths[c]!)).join("  ").trimEnd()}`;
+      lines.push(
+        "",
+        "  Evaluation (query encoder, test set; k-means with K = classes on head features)",
+        line(head),
+        ...table.map(line),
+      );
     }
     if (last.estep) {
       lines.push(`    E-step vs labels: ${last.estep.map((c) => `K=${c.k} AMI ${c.ami.toFixed(3)}`).join("   ")}`);
@@ -130,15 +132,6 @@ const summary = (r: TrainResult, config: TrainConfig) => {
   if (r.report) lines.push(`  report:     ${r.report}`);
   return lines.join("\n");
 };
-
-const epochsFlag = Flag.Int("epochs").pipe(
-  Flag.withDescription("override the config's epochs (a finished run with a step schedule is extended)"),
-  Flag.optional,
-);
-
-/** The config file with `--epochs` merged in before decoding: an override meets the YAML's rules and paths. */
-const configWithEpochs = (o: { readonly config: string; readonly epochs: Option.Option<number> }) =>
-  loadConfig(o.config, Option.isSome(o.epochs) ? { epochs: o.epochs.value } : {});
 
 /**
  * Seconds left: this epoch's remaining steps at the current speed, then each later epoch at the mean wall time of the
@@ -191,61 +184,9 @@ const trainCommand = Command.make("train", {
         );
       },
     }).pipe(Effect.provide(Gpu.layer), Effect.ensuring(Effect.sync(() => (phaseStatus.stop(), status.done()))));
-    console.log(summary(result, config));
+    const pixels = yield* evaluatePixelBaseline(config, out).pipe(Effect.provide(Gpu.layer));
+    console.log(summary(result, config, pixels));
   })).pipe(Command.withDescription("Train PCL as configured; resumes the run in --out when there is one"));
-
-const compareCommand = Command.make("compare", {
-  config: configFlag,
-  epochs: epochsFlag,
-  out: outFlag("directory for the runs (default: runs/compare-<config name>); existing runs are resumed"),
-  maskBoth: Flag.Boolean("mask-both").pipe(
-    Flag.withDescription("also train PCL with duplicate-positive masking switched the other way"),
-    Flag.withDefault(false),
-  ),
-}, (o) =>
-  Effect.gen(function* () {
-    const base = yield* configWithEpochs(o);
-    const out = Option.getOrElse(o.out, () => `runs/compare-${base.name}`);
-    const variants: Array<[string, TrainConfig]> = [
-      [`PCL (mask ${base.pcl.maskDuplicatePositives ? "on" : "off"})`, base],
-      ["InfoNCE only", new TrainConfig({ ...base, pcl: { ...base.pcl, enabled: false } })],
-    ];
-    if (o.maskBoth) {
-      const flipped = !base.pcl.maskDuplicatePositives;
-      variants.splice(1, 0, [
-        `PCL (mask ${flipped ? "on" : "off"})`,
-        new TrainConfig({ ...base, pcl: { ...base.pcl, maskDuplicatePositives: flipped } }),
-      ]);
-    }
-    const pct = (v: number | undefined) => (v === undefined ? "-" : `${(100 * v).toFixed(1)}%`);
-    const row = (
-      label: string,
-      e: Evaluation | undefined,
-      time: string,
-    ) => [
-      label,
-      pct(e?.knn?.["k20"]),
-      pct(e?.knn?.["k200"]),
-      pct(e?.linear),
-      e?.clustering ? e.clustering.ami.toFixed(3) : "-",
-      e?.clustering ? e.clustering.nmi.toFixed(3) : "-",
-      time,
-    ];
-    const rows: string[][] = [];
-    for (const [i, [label, config]] of variants.entries()) {
-      yield* Effect.logInfo(`compare: training ${label} in ${out}/${i}`);
-      const r = yield* train(config, { out: `${out}/${i}`, stop }).pipe(Effect.provide(Gpu.layer));
-      rows.push(row(label, r.metrics.at(-1)?.evaluation, `${trainingSeconds(r.metrics).toFixed(0)} s`));
-    }
-    yield* Effect.logInfo("compare: evaluating the untrained encoder (same seed) as the random baseline");
-    rows.push(row("random encoder (untrained)", yield* evaluateUntrained(base).pipe(Effect.provide(Gpu.layer)), "-"));
-    const header = ["run", "kNN k=20", "kNN k=200", "linear", "AMI", "NMI", "train time"];
-    const widths = header.map((h, c) => Math.max(h.length, ...rows.map((r) => r[c].length)));
-    const line = (r: string[]) => r.map((v, c) => v.padEnd(widths[c])).join("  ").trimEnd();
-    console.log(
-      ["", `${base.name}, seed ${base.seed}, ${base.epochs} epochs each:`, line(header), ...rows.map(line)].join("\n"),
-    );
-  })).pipe(Command.withDescription("Train PCL and the InfoNCE-only baseline with the same seed and budget; compare"));
 
 export const cli = Command.make("pcl").pipe(
   Command.withDescription("Prototypical Contrastive Learning on WebGPU"),

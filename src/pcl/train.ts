@@ -20,18 +20,9 @@ import { ArtifactStore, configHash, runPipeline } from "../graph/mod.ts";
 import { encoder } from "../nn/models.ts";
 import { prepareAugmenter } from "../ops/augment.ts";
 import { type Checkpoint, CheckpointError, listManifests, loadCheckpoint, restoreTensors } from "./checkpoint.ts";
-import {
-  evaluateOptions,
-  evaluationSets,
-  infoNceEpoch,
-  noSums,
-  pclEpoch,
-  type TrainingRun,
-  type TrainOptions,
-} from "./epoch.ts";
+import { evaluationSets, infoNceEpoch, noSums, pclEpoch, type TrainingRun, type TrainOptions } from "./epoch.ts";
 import { type EpochMetrics, trainingSeconds } from "./metrics.ts";
 import { prepareExtractor } from "../eval/features.ts";
-import { evaluate } from "../eval/mod.ts";
 import { renderReport } from "../report/mod.ts";
 import { MStep } from "./mstep.ts";
 import { WriteError } from "../io/atomic.ts";
@@ -56,6 +47,8 @@ export interface TrainResult {
   readonly dataset: Dataset;
   readonly mstep: MStep;
 }
+
+const exists = (path: string) => Deno.stat(path).then((s) => s.isFile, () => false);
 
 /** Moves what a previous run left in `out` into `out/archive-<time>/` (nothing is deleted). */
 const archive = (out: string) =>
@@ -222,7 +215,10 @@ const trainLocked = (config: TrainConfig, opts: TrainOptions) =>
           `, lr ${m.lr.toPrecision(3)}, ${m.imagesPerSecond.toFixed(0)} img/s`,
       );
     }
-    const report = yield* renderReport(opts.out).pipe(
+    // A finished run asked again (a comparison resuming, say) keeps its report: nothing in it changed.
+    const kept = `${opts.out}/report.html`;
+    const unchanged = firstEpoch >= config.epochs && (yield* Effect.promise(() => exists(kept)));
+    const report = unchanged ? kept : yield* renderReport(opts.out).pipe(
       Effect.tap((path) => Effect.logInfo(`report: ${path}`)),
       Effect.catch((e) => Effect.as(Effect.logWarning(`the report could not be written: ${e.message}`), undefined)),
     );
@@ -236,17 +232,4 @@ const trainLocked = (config: TrainConfig, opts: TrainOptions) =>
       dataset,
       mstep,
     } satisfies TrainResult;
-  });
-
-/**
- * The evaluation of the untrained encoder a run starts from (the same seed, so the same initial weights): the
- * "random encoder" baseline every trained figure should be read against. Undefined when the config names no test set.
- */
-export const evaluateUntrained = (config: TrainConfig) =>
-  Effect.gen(function* () {
-    if (config.evaluation.test === undefined) return undefined;
-    const dataset = yield* loadDataset(config.train);
-    const query = yield* encoder(encoderSpec(config, dataset), config.seed);
-    const { bank, test } = (yield* evaluationSets(config, dataset))!;
-    return yield* evaluate(query, { train: bank, test }, evaluateOptions(config));
   });

@@ -3,13 +3,15 @@ import { Effect } from "effect";
 import { configJson, decodeConfig, loadConfig, type TrainConfig } from "../../src/config.ts";
 import { Gpu } from "../../src/gpu/gpu.ts";
 import { readSafetensors, type SafeTensor } from "../../src/io/safetensors.ts";
-import { ConfigMismatch, evaluateUntrained, train } from "../../src/pcl/train.ts";
+import { ConfigMismatch, train } from "../../src/pcl/train.ts";
+import { evaluatePixelBaseline, evaluateUntrained } from "../../src/pcl/baselines.ts";
 import type { TrainOptions } from "../../src/pcl/epoch.ts";
 import { CheckpointError, listManifests } from "../../src/pcl/checkpoint.ts";
 import { main } from "../../src/cli/main.ts";
 import { StageHooks } from "../../src/graph/mod.ts";
 import { effectTest, tempDir } from "../helpers.ts";
-import { snapshot } from "../cli/run.ts";
+import { cli, snapshot } from "../cli/run.ts";
+import type { SeedRun } from "../../src/pcl/comparison.ts";
 import { tinyConfig } from "./tiny.ts";
 import YAML from "yaml";
 import { References } from "effect";
@@ -175,41 +177,56 @@ effectTest(
 );
 
 effectTest(
-  "cli: compare trains PCL and the InfoNCE-only baseline with one seed and prints both rows and the untrained encoder's",
+  "cli: compare over two seeds: mean ± sd per method, the paired difference ± SE, the untrained encoder and raw pixels; resumable",
   Effect.gen(function* () {
     const dir = yield* tempDir("pcl-compare-");
     const config = `${dir}/tiny.yaml`;
     const evaluation = { test: { kind: "synthetic", n: 64, side: 12, seed: 9 }, probeImages: 128 };
     yield* Effect.promise(() => Deno.writeTextFile(config, YAML.stringify({ ...tinyConfig, evaluation })));
-    const logs: string[] = [];
-    const { error, log } = console;
-    console.error = () => {};
-    console.log = (...a: unknown[]) => logs.push(a.join(" "));
-    try {
-      assert.equal(yield* Effect.promise(() => main(["compare", "--config", config, "--out", `${dir}/cmp`])), 0);
-    } finally {
-      console.error = error;
-      console.log = log;
-    }
-    const table = logs.join("\n");
+    const compare = () => cli("compare", "--config", config, "--seeds", "4,5", "--out", `${dir}/cmp`);
+    const first = yield* Effect.promise(compare);
+    assert.equal(first.code, 0, first.out);
+    const table = first.out;
+    assert.match(table, /tiny, 2 epochs each, seeds 4, 5 \(mean ± sd; the paired difference ± its standard error\)/);
     assert.match(table, /run\s+kNN k=20\s+kNN k=200\s+linear\s+AMI\s+NMI\s+train time/);
-    assert.match(table, /PCL \(mask on\)\s+\d+\.\d%\s+\d+\.\d%\s+\d+\.\d%\s+0\.\d{3}\s+0\.\d{3}\s+\d+ s/);
-    assert.match(table, /InfoNCE only\s+\d+\.\d%/);
-    // The random row is the evaluation of the encoder both runs started from (the config's seed).
-    const untrained = (yield* evaluateUntrained(yield* decodeConfig({ ...tinyConfig, evaluation })).pipe(
-      Effect.provide(Gpu.layer),
-    ))!;
+    assert.match(table, /PCL \(mask on\)\s+\d+\.\d ± \d+\.\d%\s+\d+\.\d ± \d+\.\d%\s+\d+\.\d ± \d+\.\d%\s+0\.\d{3} ± /);
+    assert.match(table, /InfoNCE only\s+\d+\.\d ± \d+\.\d%/);
+    // Every number is the summary of the saved per-seed runs.
+    const saved = JSON.parse(yield* Effect.promise(() => Deno.readTextFile(`${dir}/cmp/comparison.json`)));
+    assert.deepEqual(saved.seeds, [4, 5]);
+    const ami = (method: string, seed: number) =>
+      saved.runs.find((r: SeedRun) => r.method === method && r.seed === seed).evaluation.clustering.ami;
+    const d = [4, 5].map((s) => ami("PCL (mask on)", s) - ami("InfoNCE only", s));
+    const mean = (d[0]! + d[1]!) / 2, se = Math.abs(d[0]! - d[1]!) / 2; // sd of two values / √2
+    assert.ok(Math.abs(saved.difference.AMI.mean - mean) < 1e-12 && Math.abs(saved.difference.AMI.se - se) < 1e-12);
+    const diffRow = table.split("\n").find((l) => l.startsWith("PCL − InfoNCE, paired"))!.split(/\s{2,}/);
+    assert.equal(diffRow[4], `${mean >= 0 ? "+" : ""}${mean.toFixed(3)} ± ${se.toFixed(3)}`);
+    // The random row is the evaluation of the encoder the runs of the config's seed started from; the pixel row the
+    // raw images under the same protocol.
+    const decoded = yield* decodeConfig({ ...tinyConfig, evaluation });
+    const untrained = (yield* evaluateUntrained(decoded).pipe(Effect.provide(Gpu.layer)))!;
+    const pixels = (yield* evaluatePixelBaseline(decoded).pipe(Effect.provide(Gpu.layer)))!;
     const pct = (v: number) => `${(100 * v).toFixed(1)}%`;
-    const random = table.split("\n").find((l) => l.startsWith("random encoder (untrained)"))?.split(/\s{2,}/);
-    assert.deepEqual(random?.slice(1), [
-      pct(untrained.knn["k20"]!),
-      pct(untrained.knn["k200"]!),
-      pct(untrained.linear),
-      untrained.clustering.ami.toFixed(3),
-      untrained.clustering.nmi.toFixed(3),
-      "-",
-    ]);
-    const baseline = (yield* Effect.promise(() => Deno.readTextFile(`${dir}/cmp/1/metrics.jsonl`))).trim().split("\n");
+    const row = (label: string) => table.split("\n").find((l) => l.startsWith(label))?.split(/\s{2,}/).slice(1);
+    for (const [label, e] of [["random encoder (untrained)", untrained], ["raw pixels", pixels]] as const) {
+      assert.deepEqual(row(label), [
+        pct(e.knn!["k20"]!),
+        pct(e.knn!["k200"]!),
+        pct(e.linear!),
+        e.clustering!.ami.toFixed(3),
+        e.clustering!.nmi.toFixed(3),
+        "-",
+      ]);
+    }
+    const baseline = (yield* Effect.promise(() => Deno.readTextFile(`${dir}/cmp/seed-5/infonce/metrics.jsonl`)))
+      .trim().split("\n");
     assert.deepEqual(baseline.map((l) => JSON.parse(l).protoNce.length), [0, 0]);
+    // A second run trains nothing again: the runs' files stay as they were, the table is the same.
+    const before = yield* Effect.promise(() => snapshot(`${dir}/cmp/seed-4`));
+    const again = yield* Effect.promise(compare);
+    assert.equal(again.code, 0, again.out);
+    assert.deepEqual(yield* Effect.promise(() => snapshot(`${dir}/cmp/seed-4`)), before);
+    const tableOf = (out: string) => out.slice(out.indexOf("tiny, 2 epochs"), out.indexOf("saved "));
+    assert.equal(tableOf(again.out), tableOf(table));
   }),
 );

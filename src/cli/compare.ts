@@ -1,0 +1,136 @@
+/**
+ * `pcl compare`: PCL against the InfoNCE-only baseline (MoCo) over seeds, with the same config and budget, beside the
+ * untrained encoder and the raw pixels. Each (method, seed) trains in `OUT/seed-S/<method>/`, so a finished one is not
+ * trained again and an interrupted one resumes. The table and `OUT/comparison.json` give each method's mean ± sd over
+ * the seeds and the paired PCL − InfoNCE difference ± its standard error.
+ */
+import { Effect, Option } from "effect";
+import { Command, Flag } from "effect/cli";
+import { TrainConfig } from "../config.ts";
+import { Gpu } from "../gpu/gpu.ts";
+import { writeFile } from "../io/atomic.ts";
+import { evaluatePixelBaseline, evaluateUntrained } from "../pcl/baselines.ts";
+import { compareMethods, type Difference, METRICS, type SeedRun, type Spread, summarise } from "../pcl/comparison.ts";
+import type { Evaluation } from "../pcl/metrics.ts";
+import { trainingSeconds } from "../pcl/metrics.ts";
+import { train } from "../pcl/train.ts";
+import { configFlag, configWithEpochs, epochsFlag, outFlag, stop } from "./flags.ts";
+
+/** `--seeds 0,1,2`: distinct non-negative integers. */
+const parseSeeds = (text: string) => {
+  const seeds = text.split(",").map((s) => Number(s.trim()));
+  return seeds.length > 0 && seeds.every((s) => Number.isSafeInteger(s) && s >= 0) &&
+      new Set(seeds).size === seeds.length
+    ? Option.some(seeds)
+    : Option.none();
+};
+
+const fmt = (v: number, pct: boolean) => (pct ? (100 * v).toFixed(1) : v.toFixed(3));
+
+/** A spread as "91.2 ± 0.6%" (or the single value when there is one seed). */
+const cell = (s: Spread | undefined, pct: boolean) =>
+  s === undefined || s.n === 0 || !Number.isFinite(s.mean)
+    ? "-"
+    : `${fmt(s.mean, pct)}${s.n > 1 ? ` ± ${fmt(s.sd, pct)}` : ""}${pct ? "%" : ""}`;
+
+const diffCell = (d: Difference, pct: boolean) =>
+  d.n === 0 ? "-" : `${d.mean >= 0 ? "+" : ""}${fmt(d.mean, pct)}${d.n > 1 ? ` ± ${fmt(d.se, pct)}` : ""}`;
+
+const single = (e: Evaluation | undefined) =>
+  Object.fromEntries(METRICS.map(([name, get]) => {
+    const v = e && get(e);
+    return [name, v === undefined ? { n: 0, mean: NaN, sd: 0 } : { n: 1, mean: v, sd: 0 }];
+  }));
+
+export const compareCommand = Command.make("compare", {
+  config: configFlag,
+  epochs: epochsFlag,
+  seeds: Flag.String("seeds").pipe(
+    Flag.withDescription("the seeds to train each method with, comma-separated (default: the config's seed)"),
+    Flag.filterMap(parseSeeds, (t) => `--seeds must list distinct non-negative integers, not '${t}'`),
+    Flag.optional,
+  ),
+  out: outFlag("directory for the runs (default: runs/compare-<config name>); finished runs are not trained again"),
+  maskBoth: Flag.Boolean("mask-both").pipe(
+    Flag.withDescription("also train PCL with duplicate-positive masking switched the other way"),
+    Flag.withDefault(false),
+  ),
+}, (o) =>
+  Effect.gen(function* () {
+    const base = yield* configWithEpochs(o);
+    const out = Option.getOrElse(o.out, () => `runs/compare-${base.name}`);
+    const seeds = Option.getOrElse(o.seeds, () => [base.seed]);
+    const pcl = `PCL (mask ${base.pcl.maskDuplicatePositives ? "on" : "off"})`;
+    const variants: Array<[string, string, TrainConfig]> = [
+      [pcl, "pcl", base],
+      ["InfoNCE only", "infonce", new TrainConfig({ ...base, pcl: { ...base.pcl, enabled: false } })],
+    ];
+    if (o.maskBoth) {
+      const flipped = !base.pcl.maskDuplicatePositives;
+      variants.splice(1, 0, [
+        `PCL (mask ${flipped ? "on" : "off"})`,
+        "pcl-mask-flipped",
+        new TrainConfig({ ...base, pcl: { ...base.pcl, maskDuplicatePositives: flipped } }),
+      ]);
+    }
+    const runs: SeedRun[] = [];
+    for (const seed of seeds) {
+      for (const [method, dir, config] of variants) {
+        const at = `${out}/seed-${seed}/${dir}`;
+        yield* Effect.logInfo(`compare: ${method}, seed ${seed}, in ${at}`);
+        const r = yield* train(new TrainConfig({ ...config, seed }), { out: at, stop }).pipe(
+          Effect.provide(Gpu.layer),
+        );
+        runs.push({ method, seed, evaluation: r.metrics.at(-1)?.evaluation, seconds: trainingSeconds(r.metrics) });
+      }
+    }
+    yield* Effect.logInfo(`compare: the untrained encoder (seed ${base.seed}) and the raw pixels`);
+    const untrained = yield* evaluateUntrained(base).pipe(Effect.provide(Gpu.layer));
+    const pixels = yield* evaluatePixelBaseline(base, out).pipe(Effect.provide(Gpu.layer));
+
+    const methods = variants.map(([m]) => m);
+    const summaries = summarise(runs, methods);
+    const difference = compareMethods(runs, pcl, "InfoNCE only");
+    const header = ["run", ...METRICS.map(([name]) => name), "train time"];
+    const rows = summaries.map((s) => [
+      s.method,
+      ...METRICS.map(([name, , pct]) => cell(s.metrics[name], pct)),
+      `${cell(s.metrics["seconds"], false).replace(/\.000/g, "")} s`,
+    ]);
+    for (const [label, e] of [["random encoder (untrained)", untrained], ["raw pixels", pixels]] as const) {
+      const s = single(e);
+      rows.push([label, ...METRICS.map(([name, , pct]) => cell(s[name], pct)), "-"]);
+    }
+    rows.push([
+      `${pcl.split(" (")[0]} − InfoNCE, paired`,
+      ...METRICS.map(([name, , pct]) => diffCell(difference[name]!, pct)),
+      `${diffCell(difference["seconds"]!, false).replace(/\.000/g, "")} s`,
+    ]);
+    const widths = header.map((h, c) => Math.max(h.length, ...rows.map((r) => r[c]!.length)));
+    const line = (r: string[]) => r.map((v, c) => v.padEnd(widths[c]!)).join("  ").trimEnd();
+    const what = seeds.length === 1
+      ? `seed ${seeds[0]}`
+      : `seeds ${seeds.join(", ")} (mean ± sd; the paired difference ± its standard error)`;
+    console.log(["", `${base.name}, ${base.epochs} epochs each, ${what}:`, line(header), ...rows.map(line)].join("\n"));
+    const file = `${out}/comparison.json`;
+    yield* writeFile(
+      file,
+      JSON.stringify({
+        config: base.name,
+        epochs: base.epochs,
+        seeds,
+        runs,
+        summaries,
+        difference,
+        untrained,
+        pixels,
+      }) +
+        "\n",
+    );
+    console.log(`\nsaved ${file}`);
+  })).pipe(
+    Command.withDescription(
+      "Train PCL and the InfoNCE-only baseline with the same config and budget over seeds; compare them, the untrained " +
+        "encoder and the raw pixels",
+    ),
+  );
