@@ -16,7 +16,7 @@ import { Effect } from "effect";
 import { readMatrix } from "../io/matrix.ts";
 import { type SafeTensor, writeSafetensors } from "../io/safetensors.ts";
 import { clusterStage, concentrationStage } from "../pcl/estep.ts";
-import type { ClusterOptions } from "../pcl/kmeans.ts";
+import { type ClusterOptions, KMeansError } from "../pcl/kmeans.ts";
 
 export interface StageClusterArgs {
   readonly features: string;
@@ -30,7 +30,9 @@ export interface StageClusterArgs {
 export const runStageCluster = ({ features: file, tensor, out, temperature, options }: StageClusterArgs) =>
   Effect.gen(function* () {
     const features = yield* readMatrix(file, tensor);
-    const clusterings = yield* clusterStage(options).run(features);
+    const clusterings = yield* clusterStage(options).run(features).pipe(
+      Effect.mapError((e) => e._tag === "KMeansError" ? new KMeansError({ message: `${file}: ${e.message}` }) : e),
+    );
     const phis = temperature === undefined
       ? undefined
       : (yield* concentrationStage(temperature).run(clusterings)).clusterings.map((c) => c.concentration);

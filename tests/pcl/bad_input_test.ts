@@ -151,6 +151,13 @@ Deno.test("bad input: stage commands check every number and leave no temporary f
       assert.equal(r.code, 2, `${args}\n${r.out}`);
       assert.match(r.out, message);
     }
+    // Features with a NaN: the error names the file and where the first bad value is.
+    const nan = `${dir}/nan.npy`;
+    await Effect.runPromise(writeNpy(nan, { shape: [4, 2], data: Float32Array.of(0, 1, 2, 3, NaN, 5, 6, 7) }));
+    const bad = await cli("stage", "cluster", "--features", nan, "--k", "2", "--out", `${dir}/p.safetensors`);
+    assert.equal(bad.code, 1, bad.out);
+    assert.match(bad.out, /^error: .*nan\.npy: features contain 1 non-finite value .* row 2, column 0$/m);
+    await Deno.remove(nan);
     const k = await cli("stage", "cluster", "--features", features, "--k", "3,1", "--out", `${dir}/p.safetensors`);
     assert.equal(k.code, 2);
     assert.match(k.out, /--k must list distinct integers >= 2, not '3,1'/);
