@@ -7,7 +7,8 @@
  * about three times that) and the GFLOP/s they imply.
  * Run: deno run --allow-read --allow-env bench/encoder.ts [repetitions (2)] [name filter, e.g. convnet5]
  * (on a 2-core llvmpipe: about 30 s for the convnet, 2 minutes for ResNet-18, longer while others share the cores;
- * the filter is a substring of the name, so `convnet` runs both convnets).
+ * the filter is a substring of the name, so `convnet` runs both convnets). ResNet-50 (CIFAR stem, linear head,
+ * batch 16) runs only when the filter names it (`resnet50`, or `resnet` for both ResNets).
  *
  * Timing: each pass or step is recorded into one command encoder and submitted on its own, as the training loop
  * does; a timed run submits a few of them back to back and awaits the last. Figures are the best run. "CPU/core"
@@ -39,6 +40,8 @@ interface Config {
   readonly breakdownRepetitions: number;
   /** The acceptance targets on llvmpipe, images/s (forward, training step). */
   readonly targets?: readonly [number, number];
+  /** Run only when the name filter selects it (not in a plain run): ResNet-50 is minutes a step on llvmpipe. */
+  readonly onlyByName?: boolean;
 }
 
 const configs: Config[] = [
@@ -63,6 +66,14 @@ const configs: Config[] = [
     input: [64, 3, 32, 32],
     steps: 1,
     breakdownRepetitions: 1,
+  },
+  {
+    name: "resnet50 (CIFAR) + linear head",
+    spec: { arch: "resnet50-cifar", inChannels: 3, head: "linear", dim: 128 },
+    input: [16, 3, 32, 32],
+    steps: 1,
+    breakdownRepetitions: 1,
+    onlyByName: true,
   },
 ];
 
@@ -137,7 +148,7 @@ const program = Effect.gen(function* () {
   );
   const rows: string[] = [];
   const notes: string[] = [];
-  for (const config of configs.filter((c) => c.name.includes(filter))) {
+  for (const config of configs.filter((c) => c.name.includes(filter) && (filter !== "" || !c.onlyByName))) {
     const [n, c, h, w] = config.input;
     const enc = yield* encoder(config.spec, 1);
     const x = yield* alloc(config.input, "f32", "x");

@@ -13,7 +13,14 @@ const def = <S extends Schema.Top>(v: S["Encoded"]) => Schema.withDecodingDefaul
 
 /** The encoder: backbone, projection head (PCL v1: linear; v2: MLP), embedding size. */
 export const ModelConfig = Schema.Struct({
-  arch: Schema.Literals(["convnet", "convnet5", "resnet18-cifar", "resnet18-imagenet"]).pipe(def("convnet")),
+  arch: Schema.Literals([
+    "convnet",
+    "convnet5",
+    "resnet18-cifar",
+    "resnet18-imagenet",
+    "resnet50-cifar",
+    "resnet50-imagenet",
+  ]).pipe(def("convnet")),
   head: Schema.Literals(["linear", "mlp"]).pipe(def("mlp")),
   hidden: PosInt.pipe(def(128)),
   dim: PosInt.pipe(def(64)),

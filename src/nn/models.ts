@@ -98,10 +98,48 @@ const basicBlock = (p: ParamBuilder, inC: number, outC: number, stride: number, 
   );
 
 /**
- * ResNet-18 with torchvision's names. The CIFAR stem is a 3x3 conv without max pool (for 32x32 inputs); the
- * ImageNet stem a 7x7 stride-2 conv and a 3x3 stride-2 max pool.
+ * torchvision's Bottleneck (ResNet v1.5: the stride is in the 3x3 conv2), with its parameter names: conv1 1x1
+ * (in → width), bn1, conv2 3x3 (width → width, stride), bn2, conv3 1x1 (width → 4·width), bn3, and downsample.0
+ * (1x1, stride) + downsample.1 when the stride or the channel count changes.
  */
-export const resnet18 = (p: ParamBuilder, stem: "cifar" | "imagenet", inChannels = 3, init?: ConvInit) => {
+export const bottleneck = (p: ParamBuilder, inC: number, width: number, stride: number, init?: ConvInit): Module => {
+  const outC = width * 4;
+  return residual(
+    sequential(
+      conv2dLayer(p.scope("conv1"), inC, width, { kernel: 1, init }),
+      batchNorm(p.scope("bn1"), width),
+      relu,
+      conv2dLayer(p.scope("conv2"), width, width, { kernel: 3, stride, padding: 1, init }),
+      batchNorm(p.scope("bn2"), width),
+      relu,
+      conv2dLayer(p.scope("conv3"), width, outC, { kernel: 1, init }),
+      batchNorm(p.scope("bn3"), outC),
+    ),
+    stride !== 1 || inC !== outC
+      ? sequential(
+        conv2dLayer(p.scope("downsample.0"), inC, outC, { kernel: 1, stride, init }),
+        batchNorm(p.scope("downsample.1"), outC),
+      )
+      : undefined,
+  );
+};
+
+/** A residual block builder: `inC` channels in, `width · expansion` out, the stride in its first layer's blocks. */
+type Block = (p: ParamBuilder, inC: number, width: number, stride: number, init?: ConvInit) => Module;
+
+/**
+ * torchvision's ResNet layout: the stem (conv1, bn1, ReLU, and for ImageNet the max pool), then layer1..layer4 of
+ * `depths` blocks at widths 64, 128, 256, 512 (the first block of layer2..4 strided), global average pool.
+ */
+const resnet = (
+  p: ParamBuilder,
+  stem: "cifar" | "imagenet",
+  inChannels: number,
+  block: Block,
+  expansion: number,
+  depths: readonly [number, number, number, number],
+  init?: ConvInit,
+) => {
   const stemLayers = stem === "cifar"
     ? [conv2dLayer(p.scope("conv1"), inChannels, 64, { kernel: 3, stride: 1, padding: 1, init })]
     : [conv2dLayer(p.scope("conv1"), inChannels, 64, { kernel: 7, stride: 2, padding: 3, init })];
@@ -110,9 +148,10 @@ export const resnet18 = (p: ParamBuilder, stem: "cifar" | "imagenet", inChannels
   let channels = 64;
   [64, 128, 256, 512].forEach((width, i) => {
     const layer = p.scope(`layer${i + 1}`);
-    blocks.push(basicBlock(layer.scope(0), channels, width, i === 0 ? 1 : 2, init));
-    blocks.push(basicBlock(layer.scope(1), width, width, 1, init));
-    channels = width;
+    for (let j = 0; j < depths[i]; j++) {
+      blocks.push(block(layer.scope(j), channels, width, i > 0 && j === 0 ? 2 : 1, init));
+      channels = width * expansion;
+    }
   });
   return {
     backbone: sequential(
@@ -123,11 +162,31 @@ export const resnet18 = (p: ParamBuilder, stem: "cifar" | "imagenet", inChannels
       ...blocks,
       globalAvgPoolLayer,
     ),
-    features: 512,
+    features: 512 * expansion,
   };
 };
 
-export type Architecture = "convnet" | "convnet5" | "resnet18-cifar" | "resnet18-imagenet";
+/**
+ * ResNet-18 with torchvision's names. The CIFAR stem is a 3x3 conv without max pool (for 32x32 inputs); the
+ * ImageNet stem a 7x7 stride-2 conv and a 3x3 stride-2 max pool.
+ */
+export const resnet18 = (p: ParamBuilder, stem: "cifar" | "imagenet", inChannels = 3, init?: ConvInit) =>
+  resnet(p, stem, inChannels, basicBlock, 1, [2, 2, 2, 2], init);
+
+/**
+ * ResNet-50 with torchvision's names (Bottleneck blocks, [3, 4, 6, 3], 2048 features): the paper's encoder. Stems
+ * as `resnet18`'s.
+ */
+export const resnet50 = (p: ParamBuilder, stem: "cifar" | "imagenet", inChannels = 3, init?: ConvInit) =>
+  resnet(p, stem, inChannels, bottleneck, 4, [3, 4, 6, 3], init);
+
+export type Architecture =
+  | "convnet"
+  | "convnet5"
+  | "resnet18-cifar"
+  | "resnet18-imagenet"
+  | "resnet50-cifar"
+  | "resnet50-imagenet";
 
 export interface EncoderSpec {
   readonly arch: Architecture;
@@ -149,15 +208,29 @@ export interface Encoder {
   readonly features: number;
 }
 
+/** The backbone `spec.arch` names, its parameters declared in `p`. */
+const backboneOf = (p: ParamBuilder, spec: EncoderSpec): { readonly backbone: Module; readonly features: number } => {
+  switch (spec.arch) {
+    case "convnet":
+      return convnet(p, spec.inChannels, spec.convInit);
+    case "convnet5":
+      return convnet5(p, spec.inChannels, spec.convInit);
+    case "resnet18-cifar":
+      return resnet18(p, "cifar", spec.inChannels, spec.convInit);
+    case "resnet18-imagenet":
+      return resnet18(p, "imagenet", spec.inChannels, spec.convInit);
+    case "resnet50-cifar":
+      return resnet50(p, "cifar", spec.inChannels, spec.convInit);
+    case "resnet50-imagenet":
+      return resnet50(p, "imagenet", spec.inChannels, spec.convInit);
+  }
+};
+
 /** Builds an encoder with PyTorch names (`conv1.weight`, ..., `fc.0.weight` for the MLP head), seeded. */
 export const encoder = (spec: EncoderSpec, seed: number) =>
   Effect.gen(function* () {
     const p = ParamBuilder.create();
-    const { backbone, features } = spec.arch === "convnet"
-      ? convnet(p, spec.inChannels, spec.convInit)
-      : spec.arch === "convnet5"
-      ? convnet5(p, spec.inChannels, spec.convInit)
-      : resnet18(p, spec.arch === "resnet18-cifar" ? "cifar" : "imagenet", spec.inChannels, spec.convInit);
+    const { backbone, features } = backboneOf(p, spec);
     const head = spec.head === "linear" ? linear(p.scope("fc"), features, spec.dim) : sequential(
       linear(p.scope("fc.0"), features, spec.hidden ?? features),
       relu,

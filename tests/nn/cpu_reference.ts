@@ -133,6 +133,22 @@ export const basicBlock = (s: State, prefix: string, x: T64, stride: number): T6
   return relu(add(h, shortcut));
 };
 
+/** torchvision's Bottleneck (v1.5, stride in conv2) under `prefix`, in training mode. */
+export const bottleneck = (s: State, prefix: string, x: T64, stride: number): T64 => {
+  const p = (n: string) => get(s, `${prefix}.${n}`);
+  let h = relu(batchNorm(conv2d(x, p("conv1.weight"), undefined, 1, 0), p("bn1.weight"), p("bn1.bias")));
+  h = relu(batchNorm(conv2d(h, p("conv2.weight"), undefined, stride, 1), p("bn2.weight"), p("bn2.bias")));
+  h = batchNorm(conv2d(h, p("conv3.weight"), undefined, 1, 0), p("bn3.weight"), p("bn3.bias"));
+  const shortcut = s.has(`${prefix}.downsample.0.weight`)
+    ? batchNorm(
+      conv2d(x, p("downsample.0.weight"), undefined, stride, 0),
+      p("downsample.1.weight"),
+      p("downsample.1.bias"),
+    )
+    : x;
+  return relu(add(h, shortcut));
+};
+
 /** d(Σ f(state)·R)/d(state[name][index]) by central differences. */
 export const finiteDifference = (
   f: (s: State) => T64,
