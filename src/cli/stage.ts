@@ -12,6 +12,7 @@ import { writeNpy } from "../io/npy.ts";
 import { encoder } from "../nn/models.ts";
 import { CheckpointError, loadCheckpoint } from "../pcl/checkpoint.ts";
 import { PCL_KMEANS } from "../pcl/kmeans.ts";
+import { encodeStage } from "../pcl/estep.ts";
 import { configFlag, intAtLeast } from "./flags.ts";
 import { parseSource, renderPreview } from "./stage_augment.ts";
 import { runStageCluster } from "./stage_cluster.ts";
@@ -92,9 +93,9 @@ const encodeCommand = Command.make("encode", {
       Effect.mapError((e) => new CheckpointError({ path: o.checkpoint, message: `${o.checkpoint}: ${e.message}` })),
     );
     const extractor = yield* prepareExtractor(key, evaluationView(config));
-    const f = yield* extractor.extract(dataset);
-    yield* writeNpy(o.out, f.head);
-    console.log(`wrote ${o.out}: ${f.head.shape.join(" x ")} features of the momentum encoder`);
+    const features = yield* encodeStage(extractor, dataset).run(undefined);
+    yield* writeNpy(o.out, features);
+    console.log(`wrote ${o.out}: ${features.shape.join(" x ")} features of the momentum encoder`);
   }).pipe(Effect.provide(Gpu.layer))).pipe(
     Command.withDescription("Encode the training set with a checkpoint's momentum encoder into a .npy file"),
   );

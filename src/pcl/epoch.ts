@@ -14,6 +14,7 @@ import { evaluationView, type TrainConfig } from "../config.ts";
 import type { Dataset, Sampler } from "../data/dataset.ts";
 import { loadDataset } from "../data/source.ts";
 import type { GpuContext } from "../gpu/gpu.ts";
+import { GpuDeviceLost } from "../gpu/errors.ts";
 import { Dag, hookPoint, type Stage, stage } from "../graph/mod.ts";
 import { learningRate } from "../nn/schedule.ts";
 import { captureTensors, CheckpointError, type EpochSums, saveCheckpoint } from "./checkpoint.ts";
@@ -153,7 +154,11 @@ const announced = <I, O, E, R>(run: TrainingRun, s: Stage<I, O, E, R>): Stage<I,
  */
 const writeCheckpoint = (run: TrainingRun) =>
   Effect.gen(function* () {
-    const tensors = yield* Effect.promise(() => captureTensors(run.gpu, run.mstep, run.prototypes));
+    const tensors = yield* run.gpu.guard(Effect.tryPromise({
+      try: () => captureTensors(run.gpu, run.mstep, run.prototypes),
+      catch: (e) =>
+        e instanceof GpuDeviceLost ? e : new GpuDeviceLost({ reason: "unknown", message: `checkpoint readback: ${e}` }),
+    }));
     const bad = nonFinite(tensors);
     if (bad !== undefined) {
       return yield* new Diverged({
