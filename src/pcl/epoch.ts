@@ -10,7 +10,7 @@
  * `input ─> train ─> evaluate ─> checkpoint`. The whole run (resume, locking, the epoch loop) is ./train.ts.
  */
 import { Effect, Schema } from "effect";
-import { evaluationView, type TrainConfig } from "../config.ts";
+import { configJson, evaluationView, type TrainConfig } from "../config.ts";
 import type { Dataset, Sampler } from "../data/dataset.ts";
 import { loadDataset } from "../data/source.ts";
 import type { GpuContext } from "../gpu/gpu.ts";
@@ -26,7 +26,6 @@ import { evaluate, scoreClusterings } from "../eval/mod.ts";
 import type { MStep, PrototypeTensors, StepMetrics } from "./mstep.ts";
 import { writeFileAtomic } from "../io/atomic.ts";
 import type { SafeTensor } from "../io/safetensors.ts";
-import { configJson } from "../config.ts";
 
 /** A loss became NaN or infinite: training stopped before any checkpoint could hold non-finite weights. */
 export class Diverged extends Schema.TaggedError<Diverged>()("Diverged", {
@@ -53,7 +52,7 @@ export interface TrainOptions {
   readonly stop?: { signal: string | undefined };
   /** Called after every step (for a progress bar). */
   readonly onStep?: (p: StepProgress) => void;
-  /** Called when a phase other than the M-step starts (the E-step's stages, evaluation, a checkpoint). */
+  /** Called when a phase other than the M-step starts (the E-step's stages, the evaluation). */
   readonly onPhase?: (p: PhaseProgress) => void;
 }
 
@@ -110,11 +109,11 @@ export interface TrainingRun {
   step: number;
   prototypes: readonly PrototypeTensors[] | undefined;
   lastCheckpoint: string;
-  /** The epoch in progress: its running sums, and when its M-step and the epoch itself started (`performance.now()`
-   * less what earlier processes spent on it). */
+  /** The epoch in progress: its running sums. */
   sums: EpochSums;
   /** What earlier processes spent on the epoch in progress (zero unless resumed mid-epoch). */
   carried: { seconds: number; elapsed: number };
+  /** When the epoch's M-step and the epoch itself started (`performance.now()`, less the carried seconds). */
   mstepStarted: number;
   epochStarted: number;
 }

@@ -10,10 +10,11 @@ import {
   configJson,
   encoderSpec,
   evaluationView,
+  presetOf,
   runIdentity,
   type TrainConfig,
 } from "../config.ts";
-import { Sampler } from "../data/dataset.ts";
+import { type Dataset, Sampler } from "../data/dataset.ts";
 import { loadDataset } from "../data/source.ts";
 import { Gpu } from "../gpu/gpu.ts";
 import { ArtifactStore, configHash, runPipeline } from "../graph/mod.ts";
@@ -27,8 +28,6 @@ import { renderReport } from "../report/mod.ts";
 import { MStep } from "./mstep.ts";
 import { WriteError } from "../io/atomic.ts";
 import { lockRunDirectory } from "../io/lock.ts";
-import type { Dataset } from "../data/dataset.ts";
-import { presetOf } from "../config.ts";
 
 export class ConfigMismatch extends Schema.TaggedError<ConfigMismatch>()("ConfigMismatch", {
   keys: Schema.Array(Schema.String),
