@@ -317,7 +317,7 @@ export class MStep {
       this.gpu.write(this.permutation.perm, this.perm);
       this.gpu.write(this.permutation.inverse, this.inverse);
     }
-    const notes: string[] = [];
+    const short: string[] = []; // clusterings whose free clusters are fewer than the negatives asked for
     const dispatches: Dispatch[] = [...this.instance];
     const active = this.heads.filter((h) => h.im2cluster !== undefined);
     active.forEach((h, m) => {
@@ -325,18 +325,17 @@ export class MStep {
       const valid = sampleColumns(h.selHost, h.im2cluster!, indices, h.k, this.config.negatives, draws, this.scratch);
       if (valid < n + this.config.negatives && !h.warned) {
         h.warned = true;
-        const free = valid - n;
-        notes.push(
-          `clustering ${m} (K = ${h.k}): a batch of ${n} covers ${h.k - free} of the ${h.k} clusters, so ` +
-            `${free === 0 ? "no cluster is" : `only ${free} are`} left to sample the ${this.config.negatives} ` +
-            `negative prototypes from; ProtoNCE then contrasts each row with the batch's other prototypes` +
-            `${free === 0 ? "" : " and those free clusters"}, as the official code does when K is small`,
-        );
+        short.push(`K = ${h.k} (${valid - n} free)`);
       }
       h.loss.setValid(valid);
       this.gpu.write(h.sel, h.selHost);
       dispatches.push(h.gather, ...h.loss.forward, ...h.loss.backward);
     });
+    const notes = short.length === 0 ? [] : [
+      `ProtoNCE: a batch of ${n} leaves fewer than the ${this.config.negatives} negative prototypes asked for ` +
+      `free of the batch's own clusters in ${short.join(", ")}; those rows contrast with the batch's other ` +
+      `prototypes and every free cluster, as the official code does when K is small`,
+    ];
     this.enqueue.setOffset((n + this.ptr) * this.query.spec.dim);
     this.ptr = (this.ptr + n) % this.config.queueSize;
     dispatches.push(...this.backward, this.enqueue);

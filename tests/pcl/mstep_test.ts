@@ -159,12 +159,17 @@ gpuTest(
       im2cluster: Int32Array.from({ length: 64 }, (_, i) => (i >> 1) % K),
     })));
     const indices = [...Array(8).keys()];
-    const metrics = yield* Effect.promise(() => m.step(0, 0, indices).metrics());
+    const first = m.step(0, 0, indices);
+    // Rows 0-7 hold clusters 0-3: 1 of K = 5 and 3 of K = 7 are free, fewer than the 4 negatives asked for.
+    assert.deepEqual(first.notes.length, 1);
+    assert.match(first.notes[0]!, /fewer than the 4 negative prototypes .* in K = 5 \(1 free\), K = 7 \(3 free\)/);
+    const metrics = yield* Effect.promise(() => first.metrics());
+    assert.deepEqual(m.step(0, 1, indices).notes, [], "said once");
     assert.ok(Number.isFinite(metrics.infoNce) && metrics.protoNce.length === 2, `${JSON.stringify(metrics)}`);
-    // The views are the tensors given, untouched by the step.
+    // The views are the tensors given, untouched by the steps.
     assert.deepEqual(yield* Effect.promise(() => gpu.read(m.views.outputs[0]!)), images);
     // Clustering 1 (K = 7): the rows' own prototypes (clusters 0-3) first, then all 3 free clusters, as 4 were asked.
-    const cols = m.sampledColumns(1);
+    const cols = m.sampledColumns(1); // the last step's (step 1)
     assert.deepEqual([...cols.subarray(0, 8)], indices.map((i) => i >> 1));
     assert.deepEqual([...cols.subarray(8, 11)].sort(), [4, 5, 6]);
     // With two BN groups the key batch is shuffled: a permutation of the rows.
