@@ -1,14 +1,16 @@
 /**
  * `pcl compare`: PCL against the InfoNCE-only baseline (MoCo) over seeds, with the same config and budget, beside the
  * untrained encoder and the raw pixels. Each (method, seed) trains in `OUT/seed-S/<method>/`, so a finished one is not
- * trained again and an interrupted one resumes. The table and `OUT/comparison.json` give each method's mean ± sd over
- * the seeds and the paired PCL − InfoNCE difference ± its standard error.
+ * trained again and an interrupted one resumes. The table (printed, and as `OUT/comparison.html`) and
+ * `OUT/comparison.json` give each method's mean ± sd over the seeds and the paired PCL − InfoNCE difference ± its
+ * standard error.
  */
 import { Effect, Option } from "effect";
 import { Command, Flag } from "effect/cli";
 import { TrainConfig } from "../config.ts";
 import { Gpu } from "../gpu/gpu.ts";
 import { writeFile } from "../io/atomic.ts";
+import { tablePage } from "../report/render.ts";
 import { evaluatePixelBaseline, evaluateUntrained } from "../pcl/baselines.ts";
 import { compareMethods, type Difference, METRICS, type SeedRun, type Spread, summarise } from "../pcl/comparison.ts";
 import type { Evaluation } from "../pcl/metrics.ts";
@@ -127,7 +129,15 @@ export const compareCommand = Command.make("compare", {
       }) +
         "\n",
     );
-    console.log(`\nsaved ${file}`);
+    const page = `${out}/comparison.html`;
+    const notes = [
+      `${base.name}, ${base.epochs} epochs each, ${what}.`,
+      "Each method's figures are its mean ± sample sd over the seeds; the last row is PCL − InfoNCE paired by seed, " +
+      "± its standard error. The untrained encoder is the config's seed's; the raw pixels are the images themselves " +
+      "under the same protocol.",
+    ];
+    yield* writeFile(page, tablePage(`PCL vs InfoNCE-only: ${base.name}`, notes, header, rows));
+    console.log(`\nsaved ${file} and ${page}`);
   })).pipe(
     Command.withDescription(
       "Train PCL and the InfoNCE-only baseline with the same config and budget over seeds; compare them, the untrained " +

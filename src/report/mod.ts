@@ -9,7 +9,7 @@ import { type ChartLibrary, reportHtml } from "./render.ts";
 import { writeFileAtomic } from "../io/atomic.ts";
 
 export { type LoadOptions, loadRun, ReportError, type RunData } from "./data.ts";
-export { type ChartLibrary, type PageOptions, reportHtml } from "./render.ts";
+export { type ChartLibrary, type PageOptions, reportHtml, tablePage } from "./render.ts";
 export { GALLERY_DEFAULTS, type GalleryOptions } from "./gallery.ts";
 
 export const CHART_JS_VERSION = "4.6.1";

@@ -22,7 +22,7 @@ export interface ChartLibrary {
   readonly name: string;
 }
 
-const esc = (s: string) =>
+export const esc = (s: string) =>
   s.replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]!);
 
 /** Text to put inside a <script> element: nothing in it may end the element early. */
@@ -53,7 +53,7 @@ const chartBox = (c: ChartSpec) =>
     esc(c.title)
   }"></canvas></div></div>`;
 
-const table = (head: readonly string[], rows: ReadonlyArray<readonly string[]>, cls = "") =>
+export const table = (head: readonly string[], rows: ReadonlyArray<readonly string[]>, cls = "") =>
   `<table${cls ? ` class="${cls}"` : ""}><thead><tr>${head.map((h) => `<th>${esc(h)}</th>`).join("")}</tr></thead>` +
   `<tbody>${rows.map((r) => `<tr>${r.map((c) => `<td>${esc(c)}</td>`).join("")}</tr>`).join("")}</tbody></table>`;
 
@@ -187,7 +187,7 @@ const clusteringSection = (
     `<p>${esc(stats)}</p><div class="grid">${chartBox(sizeChart)}${chartBox(phiChart)}</div>${gallery}</div>`;
 };
 
-const CSS = `
+export const CSS = `
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;color:#222;
   max-width:1240px;margin:0 auto;padding:12px 24px 40px}
 h1{font-size:22px;margin:8px 0 4px}h2{font-size:18px;border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:28px}
@@ -204,6 +204,19 @@ table.kv thead{display:none}table.wide{font-size:12px;margin-top:6px}
 .imgs img{height:52px;image-rendering:pixelated;border:1px solid #ccc;background:#000}
 pre{background:#f6f6f6;border:1px solid #e3e3e3;padding:8px;overflow:auto;font-size:12px}
 footer{margin-top:32px;color:#888;font-size:12px}`;
+
+/** A self-contained page of one table (a comparison over seeds), in the report's style. */
+export const tablePage = (
+  title: string,
+  lines: readonly string[],
+  head: readonly string[],
+  rows: readonly string[][],
+) =>
+  `<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>${
+    esc(title)
+  }</title>\n<style>${CSS}</style>\n` +
+  `</head>\n<body>\n<h1>${esc(title)}</h1>\n${lines.map((l) => `<p class="meta">${esc(l)}</p>`).join("\n")}\n` +
+  `${table(head, rows, "wide")}\n</body>\n</html>\n`;
 
 /** Chart.js setup: no animation (the page is a document, and a screenshot must show finished charts). */
 const INIT = `(() => {

@@ -228,5 +228,8 @@ effectTest(
     assert.deepEqual(yield* Effect.promise(() => snapshot(`${dir}/cmp/seed-4`)), before);
     const tableOf = (out: string) => out.slice(out.indexOf("tiny, 2 epochs"), out.indexOf("saved "));
     assert.equal(tableOf(again.out), tableOf(table));
+    // The same table as a page.
+    const page = yield* Effect.promise(() => Deno.readTextFile(`${dir}/cmp/comparison.html`));
+    assert.ok(page.includes(`<td>PCL − InfoNCE, paired</td><td>${diffRow[1]}</td>`), "the page's difference row");
   }),
 );
