@@ -6,11 +6,14 @@
 // one invocation per (block, channel), t = block·C + c, looping in order over the block's R rows of HW contiguous
 // floats. No barriers and no workgroup memory: on llvmpipe this measured 1.5x (H·W = 784) to 17x (H·W = 1) faster
 // than a workgroup per channel with a tree reduction, and unlike one invocation per channel it keeps every core busy
-// and within llvmpipe's loop limit. Adjacent invocations are adjacent channels. Each op is two dispatches:
+// and within llvmpipe's loop limit. Adjacent invocations are adjacent channels. Each op is three dispatches:
 //   *_partial: per (block, channel) statistics into `partial` [2, G·B, C];
 //   *_apply:   each invocation combines its group's B partials (in block order, so every invocation of a channel
 //              gets the same bits), then writes its block of y or dx; the invocation of block 0 of each group saves
-//              the group's statistics, and that of block 0 overall the per-channel results (running stats, dgamma).
+//              the group's statistics;
+//   *_channel: one invocation per channel combines all groups' partials into the per-channel results (running
+//              stats, dgamma and dbeta): a pass of its own keeps every pass within WebGPU's default of 8 storage
+//              buffers per shader stage.
 // Statistics as PyTorch: mean, then biased variance to normalise, unbiased variance (m / (m − 1)) for the running
 // estimate: running ← (1 − momentum)·running + momentum·batch, the batch statistic averaged over the groups (as MoCo's
 // SplitBatchNorm averages its per-split running updates). A block's variance is two-pass (mean, then squared
@@ -38,7 +41,7 @@ struct Params {
 @group(0) @binding(9) var<storage, read_write> dx: array<f32>;
 @group(0) @binding(10) var<storage, read_write> dgamma: array<f32>;
 @group(0) @binding(11) var<storage, read_write> dbeta: array<f32>;
-@group(0) @binding(12) var<storage, read_write> partial: array<f32>; // [2, G·B, C] scratch between the two dispatches
+@group(0) @binding(12) var<storage, read_write> partial: array<f32>; // [2, G·B, C] scratch between the dispatches
 @group(1) @binding(0) var<uniform> p: Params;
 
 // One invocation's share: channel c of samples first .. end − 1 (a block), in group g.
@@ -124,18 +127,25 @@ fn train_forward_apply(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocat
     save_mean[b.g * p.c + b.c] = mean;
     save_invstd[b.g * p.c + b.c] = invstd;
   }
-  if (b.index == 0u) {
-    var mean_sum = 0.0;
-    var var_sum = 0.0;
-    for (var g = 0u; g < p.groups; g++) {
-      let mg = group_moments(g, b.c);
-      mean_sum += mg.x;
-      var_sum += mg.y / (m - 1.0);
-    }
-    let k = f32(p.groups);
-    running_mean[b.c] = (1.0 - p.momentum) * running_mean[b.c] + p.momentum * (mean_sum / k);
-    running_var[b.c] = (1.0 - p.momentum) * running_var[b.c] + p.momentum * (var_sum / k);
+}
+
+// The running estimates of channel c, from all groups' partials.
+@compute @workgroup_size(WG)
+fn train_forward_channel(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: vec3u,
+                         @builtin(num_workgroups) nwg: vec3u) {
+  let c = (wid.x + wid.y * nwg.x) * WG + lid.x;
+  if (c >= p.c) { return; }
+  let m = values_per_group();
+  var mean_sum = 0.0;
+  var var_sum = 0.0;
+  for (var g = 0u; g < p.groups; g++) {
+    let mg = group_moments(g, c);
+    mean_sum += mg.x;
+    var_sum += mg.y / (m - 1.0);
   }
+  let k = f32(p.groups);
+  running_mean[c] = (1.0 - p.momentum) * running_mean[c] + p.momentum * (mean_sum / k);
+  running_var[c] = (1.0 - p.momentum) * running_var[c] + p.momentum * (var_sum / k);
 }
 
 // Evaluation: y = (x − running_mean)·gamma / sqrt(running_var + eps) + beta, one dispatch (G = 1 blocks).
@@ -196,15 +206,21 @@ fn train_backward_apply(@builtin(workgroup_id) wid: vec3u, @builtin(local_invoca
     let r = row(b, n);
     for (var i = r; i < r + p.hw; i++) { dx[i] = (dy[i] - grad_mean - (x[i] - mean) * k) * scale; }
   }
-  if (b.index == 0u) {
-    var dbeta_sum = 0.0;
-    var dgamma_sum = 0.0;
-    for (var g = 0u; g < p.groups; g++) {
-      let sg = group_sums(g, b.c);
-      dbeta_sum += sg.x;
-      dgamma_sum += sg.y * save_invstd[g * p.c + b.c];
-    }
-    dgamma[b.c] = dgamma_sum;
-    dbeta[b.c] = dbeta_sum;
+}
+
+// dgamma and dbeta of channel c, from all groups' partials.
+@compute @workgroup_size(WG)
+fn train_backward_channel(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: vec3u,
+                          @builtin(num_workgroups) nwg: vec3u) {
+  let c = (wid.x + wid.y * nwg.x) * WG + lid.x;
+  if (c >= p.c) { return; }
+  var dbeta_sum = 0.0;
+  var dgamma_sum = 0.0;
+  for (var g = 0u; g < p.groups; g++) {
+    let sg = group_sums(g, c);
+    dbeta_sum += sg.x;
+    dgamma_sum += sg.y * save_invstd[g * p.c + c];
   }
+  dgamma[c] = dgamma_sum;
+  dbeta[c] = dbeta_sum;
 }

@@ -19,6 +19,19 @@ export class GpuOutOfMemory extends Schema.TaggedError<GpuOutOfMemory>()("GpuOut
   message: Schema.String,
 }) {}
 
+/**
+ * A kernel needs more of the device than its limits allow (storage buffers per stage, workgroup memory, invocations
+ * per workgroup): found before compiling, naming the kernel, its entry point and the limit.
+ */
+export class GpuLimitExceeded extends Schema.TaggedError<GpuLimitExceeded>()("GpuLimitExceeded", {
+  kernel: Schema.String,
+  /** The WebGPU limit's name, e.g. `maxComputeWorkgroupStorageSize`. */
+  limit: Schema.String,
+  required: Schema.Number,
+  allowed: Schema.Number,
+  message: Schema.String,
+}) {}
+
 /** The device was lost (driver reset, out of memory on a real GPU, ...) while work was running. */
 export class GpuDeviceLost extends Schema.TaggedError<GpuDeviceLost>()("GpuDeviceLost", {
   reason: Schema.String,
@@ -31,7 +44,7 @@ export class ShapeError extends Schema.TaggedError<ShapeError>()("ShapeError", {
   message: Schema.String,
 }) {}
 
-export type GpuError = GpuValidationError | GpuOutOfMemory | GpuDeviceLost;
+export type GpuError = GpuValidationError | GpuOutOfMemory | GpuDeviceLost | GpuLimitExceeded;
 
 export const shapeError = (kernel: string, message: string): ShapeError =>
   new ShapeError({ kernel, message: `${kernel}: ${message}` });

@@ -1,5 +1,6 @@
 import { Context, Effect, Layer } from "effect";
 import { GpuDeviceLost, GpuOutOfMemory, GpuUnavailable, GpuValidationError } from "./errors.ts";
+import { checkKernelLimits, GPU_LIMITS_MODES, type GpuLimitsMode, kernelResources, RAISED_LIMITS } from "./limits.ts";
 import { byteLengthOf, type DType, type HostArray, hostArray, numel, Tensor } from "./tensor.ts";
 
 /** What we know of the adapter, as logged at start-up and recorded in run manifests. */
@@ -9,6 +10,8 @@ export interface AdapterSummary {
   readonly backend: string;
   readonly isFallbackAdapter: boolean;
   readonly timestamps: boolean;
+  /** How the device's limits were requested: the adapter's maxima, or WebGPU's defaults (`portable`). */
+  readonly limits: GpuLimitsMode;
 }
 
 /**
@@ -27,19 +30,9 @@ export interface Tuning {
 export interface GpuOptions {
   readonly powerPreference?: GPUPowerPreference;
   readonly tuning?: Partial<Tuning>;
+  /** `adapter` (the default) or `portable`; the environment's `PCL_GPU_LIMITS` overrides it. */
+  readonly limits?: GpuLimitsMode;
 }
-
-/** Limits we ask for up to the adapter's maximum: the defaults are far below what training needs. */
-const RAISED_LIMITS = [
-  "maxBufferSize",
-  "maxStorageBufferBindingSize",
-  "maxStorageBuffersPerShaderStage",
-  "maxComputeWorkgroupStorageSize",
-  "maxComputeInvocationsPerWorkgroup",
-  "maxComputeWorkgroupSizeX",
-  "maxComputeWorkgroupSizeY",
-  "maxComputeWorkgroupsPerDimension",
-] as const;
 
 const STORAGE = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
 
@@ -177,6 +170,9 @@ export class GpuContext {
 
   private async compile(kernel: string, code: string, entryPoint: string, constants: Record<string, number>) {
     const { device } = this;
+    // Not every driver checks these (wgpu does not check workgroup memory): a kernel over a limit fails here, named.
+    const over = checkKernelLimits(device.limits, kernel, entryPoint, kernelResources(code, entryPoint, constants));
+    if (over !== undefined) throw over;
     device.pushErrorScope("validation");
     const module = device.createShaderModule({ label: kernel, code });
     const pipeline = device.createComputePipeline({
@@ -222,8 +218,18 @@ export const defaultTuning = (adapter: AdapterSummary): Tuning => {
   return { matmul, loopLimit: /llvmpipe/i.test(adapter.description) ? 65535 : Infinity };
 };
 
+/** The limits mode: `PCL_GPU_LIMITS` when set, else the option, else `adapter`. A value outside the two fails. */
+export const limitsMode = (option: GpuLimitsMode | undefined): Effect.Effect<GpuLimitsMode, GpuUnavailable> => {
+  const forced = envVar("PCL_GPU_LIMITS");
+  if (forced === undefined || forced === "") return Effect.succeed(option ?? "adapter");
+  return GPU_LIMITS_MODES.includes(forced as GpuLimitsMode) ? Effect.succeed(forced as GpuLimitsMode) : Effect.fail(
+    new GpuUnavailable({ message: `PCL_GPU_LIMITS=${forced}: expected one of ${GPU_LIMITS_MODES.join(", ")}` }),
+  );
+};
+
 const acquire = (gpu: GPU | undefined, options: GpuOptions) =>
   Effect.gen(function* () {
+    const limits = yield* limitsMode(options.limits);
     if (gpu === undefined) {
       return yield* new GpuUnavailable({
         message: "WebGPU is not available (navigator.gpu is undefined): this Deno build or platform has no WebGPU",
@@ -247,8 +253,9 @@ const acquire = (gpu: GPU | undefined, options: GpuOptions) =>
             "or name a backend and driver this machine has (DENO_WEBGPU_BACKEND=vulkan or gl)"),
       });
     }
+    // Portable: WebGPU's defaults, which every conformant adapter has (requesting none gives exactly those).
     const requiredLimits: Record<string, number> = {};
-    for (const name of RAISED_LIMITS) requiredLimits[name] = adapter.limits[name];
+    if (limits === "adapter") { for (const name of RAISED_LIMITS) requiredLimits[name] = adapter.limits[name]; }
     const timestamps = adapter.features.has("timestamp-query");
     const device = yield* Effect.acquireRelease(
       Effect.tryPromise({
@@ -268,12 +275,14 @@ const acquire = (gpu: GPU | undefined, options: GpuOptions) =>
       backend: envVar("DENO_WEBGPU_BACKEND") ?? "auto",
       isFallbackAdapter: adapter.info.isFallbackAdapter ?? false,
       timestamps,
+      limits,
     };
     const tuning = { ...defaultTuning(summary), ...options.tuning };
     const context = new GpuContext(device, summary, tuning);
     yield* Effect.logInfo(
       `GPU adapter: ${summary.description} (vendor ${summary.vendor}, backend ${summary.backend}, ` +
-        `fallback adapter: ${summary.isFallbackAdapter}, timestamps: ${timestamps}, matmul: ${tuning.matmul})`,
+        `fallback adapter: ${summary.isFallbackAdapter}, timestamps: ${timestamps}, matmul: ${tuning.matmul}, ` +
+        `limits: ${limits})`,
     );
     return context;
   });

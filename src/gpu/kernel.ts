@@ -1,5 +1,12 @@
 import { Effect } from "effect";
-import { GpuDeviceLost, GpuOutOfMemory, GpuValidationError, type ShapeError, shapeError } from "./errors.ts";
+import {
+  GpuDeviceLost,
+  GpuLimitExceeded,
+  GpuOutOfMemory,
+  GpuValidationError,
+  type ShapeError,
+  shapeError,
+} from "./errors.ts";
 import { Gpu, type GpuContext } from "./gpu.ts";
 import { byteLengthOf, type DType, type HostArray, type Tensor } from "./tensor.ts";
 
@@ -118,7 +125,9 @@ export const prepare = Effect.fn("kernel.prepare")(function* (spec: KernelSpec, 
   const pipeline = yield* Effect.tryPromise({
     try: () => gpu.pipeline(spec.name, spec.source, spec.entryPoint, spec.constants),
     catch: (e) =>
-      e instanceof GpuValidationError ? e : new GpuValidationError({ kernel: spec.name, message: String(e) }),
+      e instanceof GpuValidationError || e instanceof GpuLimitExceeded
+        ? e
+        : new GpuValidationError({ kernel: spec.name, message: String(e) }),
   });
   const [x, y = 1, z = 1] = launch.workgroups;
   const max = gpu.limits.maxComputeWorkgroupsPerDimension;

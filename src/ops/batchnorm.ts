@@ -9,7 +9,7 @@ import type { Tensor } from "../gpu/tensor.ts";
 /**
  * Batch normalisation over x [N, C, ...] (BatchNorm2d for [N, C, H, W], BatchNorm1d for [N, C] or [N, C, L]), as
  * PyTorch computes it, with optional split-batch statistics (`groups`). Each op is prepared once and recorded as one
- * `Dispatch` (the training ops as two dispatches in a row; see kernels/batchnorm.wgsl).
+ * `Dispatch` (the training ops as three dispatches in a row; see kernels/batchnorm.wgsl).
  *
  * Aliasing: WebGPU forbids binding one buffer read-only and read-write in a dispatch, so a tensor the op only reads
  * (x, dy, gamma, beta) must not share a buffer with one it writes; written tensors must not overlap each other. Both
@@ -153,19 +153,27 @@ type Bindings = { readonly [name in Binding]?: Tensor };
 
 const bind = bindByName(BINDINGS);
 
-/** What each pass of a training op binds: the forward's and the backward's partial pass, then their apply pass. */
+/**
+ * What each pass of a training op binds: the forward's and the backward's partial pass, their apply pass, then their
+ * per-channel pass. No pass binds more than WebGPU's default of 8 storage buffers per shader stage.
+ */
 const PASSES = {
   train_forward: [
     ["x", "partial"],
-    ["x", "y", "gamma", "beta", "runningMean", "runningVar", "saveMean", "saveInvStd", "partial"],
+    ["x", "y", "gamma", "beta", "saveMean", "saveInvStd", "partial"],
+    ["runningMean", "runningVar", "partial"],
   ],
   train_backward: [
     ["x", "saveMean", "dy", "partial"],
-    ["x", "gamma", "saveMean", "saveInvStd", "dy", "dx", "dgamma", "dbeta", "partial"],
+    ["x", "gamma", "saveMean", "saveInvStd", "dy", "dx", "partial"],
+    ["saveInvStd", "dgamma", "dbeta", "partial"],
   ],
-} as const satisfies Record<string, readonly [readonly Binding[], readonly Binding[]]>;
+} as const satisfies Record<string, readonly [readonly Binding[], readonly Binding[], readonly Binding[]]>;
 
-/** The two dispatches of a training op (partial statistics, then apply), sharing a scratch of [2, G·B, C]. */
+/**
+ * The three dispatches of a training op (partial statistics, apply, per-channel results), sharing a scratch of
+ * [2, G·B, C].
+ */
 const partialThenApply = Effect.fnUntraced(function* (
   kernel: string,
   stage: keyof typeof PASSES,
@@ -196,10 +204,15 @@ const partialThenApply = Effect.fnUntraced(function* (
   const spec = (entryPoint: string) => ({ name: "batchnorm", source, entryPoint, constants: { WG } });
   // each entry point binds only what it uses
   const used = (names: readonly Binding[]) => bind(Object.fromEntries(names.map((name) => [name, all[name]])));
-  const [first, second] = PASSES[stage];
+  const [first, second, third] = PASSES[stage];
   return sequence(kernel, [
     yield* prepare(spec(`${stage}_partial`), { ...launch, tensors: used(first) }),
     yield* prepare(spec(`${stage}_apply`), { ...launch, tensors: used(second) }),
+    yield* prepare(spec(`${stage}_channel`), {
+      ...launch,
+      tensors: used(third),
+      workgroups: grid1d(gpu, Math.ceil(c / WG)),
+    }),
   ]);
 });
 
@@ -209,7 +222,7 @@ const checkOutput = (kernel: string, x: Tensor, out: Tensor) =>
 /**
  * Training forward: `y = gamma · (x − mean) / sqrt(var + eps) + beta` with the batch (or group) statistics; saves
  * mean and 1/sqrt(var + eps) per group into `saved` ([G, C]); updates `running` in place with the unbiased variance,
- * averaged over the groups. Two dispatches recorded as one (a scratch tensor is allocated here, once).
+ * averaged over the groups. Three dispatches recorded as one (a scratch tensor is allocated here, once).
  */
 export const batchNormTrain = Effect.fnUntraced(function* (
   x: Tensor,
@@ -313,7 +326,7 @@ export interface BatchNormGrads {
 /**
  * Training backward from `saved` (as the training forward left it, with the same `groups`): overwrites `dx` (x's
  * shape), `grads.gamma` and `grads.beta` ([C]). Per group, with x̂ = (x − mean)·invstd:
- * dx = gamma·invstd·(dy − mean(dy) − x̂·mean(dy·x̂)), dgamma = Σ dy·x̂, dbeta = Σ dy. Two dispatches recorded as one.
+ * dx = gamma·invstd·(dy − mean(dy) − x̂·mean(dy·x̂)), dgamma = Σ dy·x̂, dbeta = Σ dy. Three dispatches recorded as one.
  */
 export const batchNormBackward = Effect.fnUntraced(function* (
   x: Tensor,

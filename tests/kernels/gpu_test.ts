@@ -188,7 +188,14 @@ effectTest(
   Effect.gen(function* () {
     const fakeDevice = (reason: string) =>
       ({ lost: Promise.resolve({ reason, message: "driver reset" }) }) as unknown as GPUDevice;
-    const summary = { description: "fake", vendor: "", backend: "", isFallbackAdapter: false, timestamps: false };
+    const summary = {
+      description: "fake",
+      vendor: "",
+      backend: "",
+      isFallbackAdapter: false,
+      timestamps: false,
+      limits: "adapter" as const,
+    };
     const lost = new GpuContext(fakeDevice("unknown"), summary, { matmul: "tiled", loopLimit: Infinity });
     const e = failureOf(yield* Effect.exit(lost.guard(Effect.never)));
     assert.ok(e instanceof GpuDeviceLost);
