@@ -118,19 +118,22 @@ export const convnetMlp = (s: State, x: T64, strides: readonly number[] = [1, 2,
   return l2Normalize(linear(h, get(s, "fc.2.weight"), get(s, "fc.2.bias")));
 };
 
+/** A residual block's shortcut: `downsample` (1x1 conv + BN) when the block has one, else the identity. */
+const shortcut = (s: State, prefix: string, x: T64, stride: number): T64 =>
+  s.has(`${prefix}.downsample.0.weight`)
+    ? batchNorm(
+      conv2d(x, get(s, `${prefix}.downsample.0.weight`), undefined, stride, 0),
+      get(s, `${prefix}.downsample.1.weight`),
+      get(s, `${prefix}.downsample.1.bias`),
+    )
+    : x;
+
 /** torchvision's BasicBlock under `prefix`, in training mode. */
 export const basicBlock = (s: State, prefix: string, x: T64, stride: number): T64 => {
   const p = (n: string) => get(s, `${prefix}.${n}`);
   let h = relu(batchNorm(conv2d(x, p("conv1.weight"), undefined, stride, 1), p("bn1.weight"), p("bn1.bias")));
   h = batchNorm(conv2d(h, p("conv2.weight"), undefined, 1, 1), p("bn2.weight"), p("bn2.bias"));
-  const shortcut = s.has(`${prefix}.downsample.0.weight`)
-    ? batchNorm(
-      conv2d(x, p("downsample.0.weight"), undefined, stride, 0),
-      p("downsample.1.weight"),
-      p("downsample.1.bias"),
-    )
-    : x;
-  return relu(add(h, shortcut));
+  return relu(add(h, shortcut(s, prefix, x, stride)));
 };
 
 /** torchvision's Bottleneck (v1.5, stride in conv2) under `prefix`, in training mode. */
@@ -139,14 +142,7 @@ export const bottleneck = (s: State, prefix: string, x: T64, stride: number): T6
   let h = relu(batchNorm(conv2d(x, p("conv1.weight"), undefined, 1, 0), p("bn1.weight"), p("bn1.bias")));
   h = relu(batchNorm(conv2d(h, p("conv2.weight"), undefined, stride, 1), p("bn2.weight"), p("bn2.bias")));
   h = batchNorm(conv2d(h, p("conv3.weight"), undefined, 1, 0), p("bn3.weight"), p("bn3.bias"));
-  const shortcut = s.has(`${prefix}.downsample.0.weight`)
-    ? batchNorm(
-      conv2d(x, p("downsample.0.weight"), undefined, stride, 0),
-      p("downsample.1.weight"),
-      p("downsample.1.bias"),
-    )
-    : x;
-  return relu(add(h, shortcut));
+  return relu(add(h, shortcut(s, prefix, x, stride)));
 };
 
 /** d(Σ f(state)·R)/d(state[name][index]) by central differences. */

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { Effect } from "effect";
 import { Gpu } from "../../src/gpu/gpu.ts";
 import { runDispatches } from "../../src/gpu/kernel.ts";
-import { bindEncoder, encoder, flopsPerImage, residual } from "../../src/nn/models.ts";
+import { bindEncoder, encoder, type EncoderSpec, flopsPerImage, residual } from "../../src/nn/models.ts";
 import { ParamBuilder, StateDictError } from "../../src/nn/params.ts";
 import { ShapeError } from "../../src/gpu/errors.ts";
 import { batchNorm, conv2dLayer, linear, relu } from "../../src/nn/layers.ts";
@@ -11,57 +11,59 @@ import { assertClose, gpuTest, randoms } from "../helpers.ts";
 import * as ref from "./cpu_reference.ts";
 import { checkGradients, state64, upload } from "./grad_check.ts";
 
-gpuTest(
-  "nn: convnet + MLP head + L2 norm, forward equals the float64 reference and gradients equal finite differences",
+/**
+ * Binds `spec`'s encoder (seed 7) to seeded input of `xShape`, runs its forward and backward, and compares z with the
+ * float64 reference `forward` (to `zTolerance`) and the parameter gradients with finite differences (4 coordinates of
+ * every tensor); returns how many gradient coordinates were checked.
+ */
+const checkEncoder = (
+  spec: EncoderSpec,
+  xShape: readonly number[],
+  seeds: readonly [number, number],
+  forward: (s: ref.State, x: ref.T64) => ref.T64,
+  zTolerance: number,
+) =>
   Effect.gen(function* () {
     const gpu = yield* Gpu;
-    const spec = { arch: "convnet", inChannels: 1, head: "mlp", hidden: 16, dim: 8 } as const;
     const enc = yield* encoder(spec, 7);
-    const xShape = [3, 1, 8, 8];
-    const xData = randoms(3 * 64, 1, 0, 1);
+    const xData = randoms(xShape.reduce((a, b) => a * b, 1), seeds[0], 0, 1);
     const x = upload(gpu, xData, xShape, "x");
     const b = yield* bindEncoder(enc, x, { train: true, grad: true });
-    const upstream = randoms(3 * 8, 2);
+    const upstream = randoms(xShape[0]! * spec.dim, seeds[1]);
     // Read the parameters before the forward: in training mode it updates BN running statistics (not used here).
-    const f = (s: ref.State) => ref.convnetMlp(s, ref.t64(xData, xShape));
+    const f = (s: ref.State) => forward(s, ref.t64(xData, xShape));
     const expected = f(yield* Effect.promise(() => state64(gpu, enc.params)));
     yield* runDispatches(b.forward);
     gpu.write(b.dz!, upstream);
     yield* runDispatches(b.backward);
+    assertClose(yield* Effect.promise(() => gpu.read(b.z)), expected.data, { atol: zTolerance, rtol: 0, what: "z" });
+    return yield* Effect.promise(() => checkGradients(gpu, enc.params, f, upstream));
+  });
+
+gpuTest(
+  "nn: convnet + MLP head + L2 norm, forward equals the float64 reference and gradients equal finite differences",
+  Effect.gen(function* () {
+    const spec = { arch: "convnet", inChannels: 1, head: "mlp", hidden: 16, dim: 8 } as const;
     // z is unit-norm; f32 through three convs and BN stays well within 1e-4.
-    assertClose(yield* Effect.promise(() => gpu.read(b.z)), expected.data, { atol: 1e-4, rtol: 0, what: "z" });
-    const checked = yield* Effect.promise(() => checkGradients(gpu, enc.params, f, upstream));
-    assert.equal(checked, enc.params.parameters.length * 4);
+    const checked = yield* checkEncoder(spec, [3, 1, 8, 8], [1, 2], (s, x) => ref.convnetMlp(s, x), 1e-4);
+    assert.equal(checked, 13 * 4); // 3 convs, 3 BN weights and biases, the head's 2 weights and 2 biases
   }),
 );
 
 gpuTest(
   "nn: convnet5 + MLP head + L2 norm, forward equals the float64 reference and gradients equal finite differences",
   Effect.gen(function* () {
-    const gpu = yield* Gpu;
     const spec = { arch: "convnet5", inChannels: 1, head: "mlp", hidden: 16, dim: 8 } as const;
-    const enc = yield* encoder(spec, 7);
     // 12x12 runs every layer on a real grid (12, 6, 3, 2, 2) and every stride-2 conv over an odd and an even side;
     // BN in the last two layers then normalises 3 x 2 x 2 = 12 values per channel, a small batch that any error in
     // its statistics' backward would show. (8x8 would leave conv4 and conv5 at 1x1, where padding is all they see.)
-    const xShape = [3, 1, 12, 12];
-    const xData = randoms(3 * 144, 21, 0, 1);
-    const x = upload(gpu, xData, xShape, "x");
-    const b = yield* bindEncoder(enc, x, { train: true, grad: true });
-    const upstream = randoms(3 * 8, 22);
-    const f = (s: ref.State) => ref.convnetMlp(s, ref.t64(xData, xShape), [1, 2, 2, 2, 1]);
-    const expected = f(yield* Effect.promise(() => state64(gpu, enc.params)));
-    yield* runDispatches(b.forward);
-    gpu.write(b.dz!, upstream);
-    yield* runDispatches(b.backward);
-    // z is unit-norm. f32 rounding grows with each conv's fan-in (up to 1,152 terms) and each BN's division by a
-    // batch std, over five layers instead of three; measured 4e-7 here, so 1e-4 has a wide margin while a wrong
-    // stride, padding or channel index moves z by O(0.1).
-    assertClose(yield* Effect.promise(() => gpu.read(b.z)), expected.data, { atol: 1e-4, rtol: 0, what: "z" });
-    // Gradients: checkGradients' tolerance (1e-3 of the tensor's largest gradient + 2%), at 4 coordinates of each
-    // of the 19 tensors (5 convs, 5 BN weights and biases, the head's 2 weights and 2 biases). The largest
-    // |GPU - finite difference| measured was 0.04% of that tolerance.
-    const checked = yield* Effect.promise(() => checkGradients(gpu, enc.params, f, upstream));
+    // z: f32 rounding grows with each conv's fan-in (up to 1,152 terms) and each BN's division by a batch std, over
+    // five layers instead of three; measured 4e-7 here, so 1e-4 has a wide margin while a wrong stride, padding or
+    // channel index moves z by O(0.1). Gradients: checkGradients' tolerance (1e-3 of the tensor's largest gradient +
+    // 2%), at 4 coordinates of each of the 19 tensors (5 convs, 5 BN weights and biases, the head's 2 weights and 2
+    // biases). The largest |GPU - finite difference| measured was 0.04% of that tolerance.
+    const forward = (s: ref.State, x: ref.T64) => ref.convnetMlp(s, x, [1, 2, 2, 2, 1]);
+    const checked = yield* checkEncoder(spec, [3, 1, 12, 12], [21, 22], forward, 1e-4);
     assert.equal(checked, 19 * 4);
   }),
 );
