@@ -67,5 +67,6 @@ export {
   pclEpoch,
   type PhaseProgress,
   type StepProgress,
+  type TrainingRun,
   type TrainOptions,
 } from "./src/pcl/epoch.ts";

@@ -187,7 +187,7 @@ export const loadConfig = (path: string, overrides: Record<string, unknown> = {}
     return yield* decodeConfig(raw, path, overrides);
   });
 
-/** The config as plain JSON (what is hashed, saved in checkpoints and compared on resume). */
+/** The config as plain JSON (saved in checkpoints, diffed on resume; what is hashed is its `runIdentity`). */
 export const configJson = (c: TrainConfig): Record<string, unknown> =>
   Schema.encodeSync(TrainConfig)(c) as unknown as Record<string, unknown>;
 

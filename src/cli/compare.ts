@@ -14,9 +14,8 @@ import { tablePage } from "../report/render.ts";
 import { evaluatePixelBaseline, evaluateUntrained } from "../pcl/baselines.ts";
 import { compareMethods, type Difference, METRICS, type SeedRun, type Spread, summarise } from "../pcl/comparison.ts";
 import type { Evaluation } from "../pcl/metrics.ts";
-import { trainingSeconds } from "../pcl/metrics.ts";
 import { train } from "../pcl/train.ts";
-import { configFlag, configWithEpochs, epochsFlag, outFlag, stop } from "./flags.ts";
+import { configFlag, configWithEpochs, epochsFlag, outFlag, stopRequest } from "./flags.ts";
 
 /** `--seeds 0,1,2`: distinct non-negative integers. */
 const parseSeeds = (text: string) => {
@@ -80,10 +79,10 @@ export const compareCommand = Command.make("compare", {
       for (const [method, dir, config] of variants) {
         const at = `${out}/seed-${seed}/${dir}`;
         yield* Effect.logInfo(`compare: ${method}, seed ${seed}, in ${at}`);
-        const r = yield* train(new TrainConfig({ ...config, seed }), { out: at, stop }).pipe(
+        const r = yield* train(new TrainConfig({ ...config, seed }), { out: at, stop: stopRequest }).pipe(
           Effect.provide(Gpu.layer),
         );
-        runs.push({ method, seed, evaluation: r.metrics.at(-1)?.evaluation, seconds: trainingSeconds(r.metrics) });
+        runs.push({ method, seed, evaluation: r.metrics.at(-1)?.evaluation, seconds: r.seconds });
       }
     }
     yield* Effect.logInfo(`compare: the untrained encoder (seed ${base.seed}) and the raw pixels`);

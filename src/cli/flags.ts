@@ -22,7 +22,7 @@ export const outFlag = (description: string) =>
   Flag.String("out").pipe(Flag.withAlias("o"), Flag.withDescription(description), Flag.optional);
 
 /** The stop request a signal makes: the current step finishes, a checkpoint is written, training stops. */
-export const stop: { signal: string | undefined } = { signal: undefined };
+export const stopRequest: { signal: string | undefined } = { signal: undefined };
 
 export const epochsFlag = Flag.Int("epochs").pipe(
   Flag.withDescription("override the config's epochs (a finished run with a step schedule is extended)"),

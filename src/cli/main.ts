@@ -10,8 +10,9 @@ import type { PhaseProgress, StepProgress } from "../pcl/epoch.ts";
 import type { Evaluation } from "../pcl/metrics.ts";
 import { train, type TrainResult } from "../pcl/train.ts";
 import { evaluatePixelBaseline } from "../pcl/baselines.ts";
+import { lockRunDirectory } from "../io/lock.ts";
 import { DenoCliEnv } from "./env.ts";
-import { configFlag, configWithEpochs, epochsFlag, outFlag, stop } from "./flags.ts";
+import { configFlag, configWithEpochs, epochsFlag, outFlag, stopRequest } from "./flags.ts";
 import { stageCommand } from "./stage.ts";
 import { compareCommand } from "./compare.ts";
 
@@ -101,7 +102,7 @@ const summary = (r: TrainResult, config: TrainConfig, pixels: Evaluation | undef
       );
     }
     const speed = r.metrics.reduce((s, m) => s + m.imagesPerSecond, 0) / r.metrics.length;
-    lines.push(`  ${speed.toFixed(0)} images/s on average (M-step); training time ${r.seconds.toFixed(0)} s`);
+    lines.push(`  ${speed.toFixed(0)} images/s on average (M-step)`);
     const e = last.evaluation;
     if (e) {
       // The learned features beside the raw pixels under the same protocol: the gain a run is for.
@@ -166,7 +167,7 @@ const trainCommand = Command.make("train", {
       out,
       fresh: o.fresh,
       ...(Option.isSome(o.fromCheckpoint) ? { fromCheckpoint: o.fromCheckpoint.value } : {}),
-      stop,
+      stop: stopRequest,
       onPhase: (p) => phaseStatus.start(config.epochs, p),
       onStep: (p) => {
         phaseStatus.stop();
@@ -184,7 +185,10 @@ const trainCommand = Command.make("train", {
         );
       },
     }).pipe(Effect.provide(Gpu.layer), Effect.ensuring(Effect.sync(() => (phaseStatus.stop(), status.done()))));
-    const pixels = yield* evaluatePixelBaseline(config, out).pipe(Effect.provide(Gpu.layer));
+    // Under the run directory's lock: it writes pixels.json there.
+    const pixels = yield* Effect.scoped(
+      Effect.andThen(lockRunDirectory(out), evaluatePixelBaseline(config, out)),
+    ).pipe(Effect.provide(Gpu.layer));
     console.log(summary(result, config, pixels));
   })).pipe(Command.withDescription("Train PCL as configured; resumes the run in --out when there is one"));
 
@@ -216,8 +220,8 @@ export const main = async (args: ReadonlyArray<string>): Promise<number> => {
 if (import.meta.main) {
   for (const signal of ["SIGINT", "SIGTERM"] as const) {
     Deno.addSignalListener(signal, () => {
-      if (stop.signal !== undefined) Deno.exit(signal === "SIGTERM" ? 143 : 130); // a second signal: stop now
-      stop.signal = signal;
+      if (stopRequest.signal !== undefined) Deno.exit(signal === "SIGTERM" ? 143 : 130); // a second signal: stop now
+      stopRequest.signal = signal;
       status.around(() => console.error(`${signal}: finishing the current step, then writing a checkpoint`));
     });
   }

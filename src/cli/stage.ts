@@ -10,7 +10,7 @@ import { Gpu } from "../gpu/gpu.ts";
 import { writeFile } from "../io/atomic.ts";
 import { writeNpy } from "../io/npy.ts";
 import { encoder } from "../nn/models.ts";
-import { CheckpointError, loadCheckpoint } from "../pcl/checkpoint.ts";
+import { loadCheckpoint, loadEncoderState } from "../pcl/checkpoint.ts";
 import { PCL_KMEANS } from "../pcl/kmeans.ts";
 import { encodeStage } from "../pcl/estep.ts";
 import { configFlag, intAtLeast } from "./flags.ts";
@@ -83,15 +83,7 @@ const encodeCommand = Command.make("encode", {
     const ckpt = yield* loadCheckpoint(o.checkpoint);
     const dataset = yield* loadDataset(config.train);
     const key = yield* encoder(encoderSpec(config, dataset), config.seed);
-    const state = new Map(
-      [...key.params.parameters, ...key.params.bufferNames].map((e) => {
-        const t = ckpt.tensors.get(`encoder_k.${e.name}`);
-        return [e.name, t?.data as Float32Array<ArrayBuffer>] as const;
-      }),
-    );
-    yield* key.params.loadState(state).pipe(
-      Effect.mapError((e) => new CheckpointError({ path: o.checkpoint, message: `${o.checkpoint}: ${e.message}` })),
-    );
+    yield* loadEncoderState(ckpt, key.params, "encoder_k.");
     const extractor = yield* prepareExtractor(key, evaluationView(config));
     const features = yield* encodeStage(extractor, dataset).run(undefined);
     yield* writeNpy(o.out, features);

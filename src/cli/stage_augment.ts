@@ -10,6 +10,7 @@
  * a side, v1/v2 previews stay at the source's own side (their default 224 would only upscale 32-pixel images).
  */
 import { Effect } from "effect";
+import { shapeError } from "../gpu/errors.ts";
 import { encode as encodePng } from "fast-png";
 import { read, runDispatches } from "../gpu/kernel.ts";
 import { type PresetName, PRESETS } from "../data/augmentations.ts";
@@ -54,6 +55,15 @@ export const renderPreview = (o: PreviewOptions) =>
     const side = o.side ?? (o.preset === "mnist" ? 28 : Math.min(info.height, info.width));
     const preset = PRESETS[o.preset]({ side });
     const c = info.channels;
+    const steps = Math.floor(info.n / o.n);
+    if (steps < 1 || o.step >= steps) {
+      return yield* shapeError(
+        "stage augment",
+        steps < 1
+          ? `--n ${o.n} is more than the ${info.n} images of ${info.name}`
+          : `--step ${o.step}: ${info.name} has ${steps} steps of ${o.n} images per epoch`,
+      );
+    }
     const dataset = yield* toGpu(host);
     const indices = new Sampler(info.n, o.n, o.seed).indices(o.epoch, o.step);
     const originals = yield* prepareEvalViewer(dataset, { batch: o.n, side, mean: [0, 0, 0], std: [1, 1, 1] });

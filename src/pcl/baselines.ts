@@ -4,11 +4,10 @@
  */
 import { Effect, Schema } from "effect";
 import { encoderSpec, type TrainConfig } from "../config.ts";
-import { readSource } from "../data/source.ts";
-import { loadDataset } from "../data/source.ts";
+import { loadDataset, readSource } from "../data/source.ts";
 import { evaluate } from "../eval/mod.ts";
 import { evaluatePixels } from "../eval/pixels.ts";
-import { writeFileAtomic } from "../io/atomic.ts";
+import { writeFile } from "../io/atomic.ts";
 import { encoder } from "../nn/models.ts";
 import { evaluateOptions, evaluationSets } from "./epoch.ts";
 import { Evaluation } from "./metrics.ts";
@@ -56,8 +55,8 @@ export const evaluatePixelBaseline = (config: TrainConfig, dir?: string) =>
       seconds: (performance.now() - started) / 1000,
     };
     if (file !== undefined) {
-      yield* Effect.tryPromise(() => writeFileAtomic(file, JSON.stringify({ key, evaluation }) + "\n")).pipe(
-        Effect.catch(() => Effect.logWarning(`could not keep the pixel baseline in ${file}`)),
+      yield* writeFile(file, JSON.stringify({ key, evaluation }) + "\n").pipe(
+        Effect.catch((e) => Effect.logWarning(`the pixel baseline is not kept: ${e.message}`)),
       );
     }
     return evaluation;

@@ -112,11 +112,32 @@ const f32 = (t: ReadonlyMap<string, SafeTensor>, name: string, path: string): Fl
   return v.data;
 };
 
+/** A parameter store's tensors in a checkpoint, under `prefix` (`encoder_q.`, `encoder_k.`), checked (throws). */
+const storeState = (c: Checkpoint, store: ParamStore, prefix: string) =>
+  new Map(
+    [...store.parameters, ...store.bufferNames].map((e) => [e.name, f32(c.tensors, prefix + e.name, c.manifestPath)]),
+  );
+
+/** Writes a checkpoint's encoder (`prefix` `encoder_q.` or `encoder_k.`) into a parameter store of the same shape. */
+export const loadEncoderState = (c: Checkpoint, store: ParamStore, prefix: string) =>
+  Effect.try({
+    try: () => storeState(c, store, prefix),
+    catch: (e) =>
+      e instanceof CheckpointError
+        ? e
+        : new CheckpointError({ path: c.manifestPath, message: `${c.manifestPath}: ${e}` }),
+  }).pipe(
+    Effect.flatMap((state) => store.loadState(state)),
+    Effect.mapError((e) =>
+      e instanceof CheckpointError
+        ? e
+        : new CheckpointError({ path: c.manifestPath, message: `${c.manifestPath}: ${e.message}` })
+    ),
+  );
+
 /** A checkpoint's tensors as the M-step's host state, every name and size checked (throws CheckpointError). */
 const hostState = (m: MStep, c: Checkpoint) => {
   const t = c.tensors, path = c.manifestPath;
-  const state = (store: ParamStore, prefix: string) =>
-    new Map([...store.parameters, ...store.bufferNames].map((e) => [e.name, f32(t, prefix + e.name, path)]));
   const momentum = new Float32Array(m.momentumBuffer.size);
   for (const e of m.query.params.parameters) {
     momentum.set(f32(t, `optimizer.momentum_buffer.${e.name}`, path), e.offset);
@@ -124,6 +145,10 @@ const hostState = (m: MStep, c: Checkpoint) => {
   const queue = f32(t, "queue", path);
   if (queue.length !== m.queue.size) {
     throw new CheckpointError({ path, message: `${path}: queue has ${queue.length} values, expected ${m.queue.size}` });
+  }
+  const pointer = c.manifest.queuePointer;
+  if (!Number.isInteger(pointer) || pointer < 0 || pointer >= m.queue.shape[0]! || pointer % m.batch !== 0) {
+    throw new CheckpointError({ path, message: `${path}: queue pointer ${pointer} does not fit this run's queue` });
   }
   const prototypes: PrototypeTensors[] = [];
   for (let i = 0; t.has(`prototypes.${i}.centroids`); i++) {
@@ -138,8 +163,8 @@ const hostState = (m: MStep, c: Checkpoint) => {
     });
   }
   return {
-    query: state(m.query.params, "encoder_q."),
-    key: state(m.key.params, "encoder_k."),
+    query: storeState(c, m.query.params, "encoder_q."),
+    key: storeState(c, m.key.params, "encoder_k."),
     momentum,
     queue,
     prototypes: prototypes.length > 0 ? prototypes : undefined,
@@ -189,7 +214,8 @@ export const saveCheckpoint = (
       };
       const full: Manifest = { ...fields, digest: await manifestDigest(fields) };
       await writeFileAtomic(`${dir}/${name}.json`, JSON.stringify(full, null, 2) + "\n");
-      for (const old of (await listManifests(dir)).slice(keep)) {
+      // Never the one just written: after --from-checkpoint an older position can sort below abandoned newer ones.
+      for (const old of (await listManifests(dir)).filter((p) => p !== `${dir}/${name}.json`).slice(keep - 1)) {
         await Deno.remove(old).catch(() => {});
         await Deno.remove(old.replace(/\.json$/, ".safetensors")).catch(() => {});
       }

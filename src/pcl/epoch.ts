@@ -156,7 +156,9 @@ const writeCheckpoint = (run: TrainingRun) =>
     const tensors = yield* run.gpu.guard(Effect.tryPromise({
       try: () => captureTensors(run.gpu, run.mstep, run.prototypes),
       catch: (e) =>
-        e instanceof GpuDeviceLost ? e : new GpuDeviceLost({ reason: "unknown", message: `checkpoint readback: ${e}` }),
+        e instanceof GpuDeviceLost
+          ? e
+          : new CheckpointError({ path: run.checkpoints, message: `reading the state for a checkpoint failed: ${e}` }),
     }));
     const bad = nonFinite(tensors);
     if (bad !== undefined) {
@@ -170,7 +172,8 @@ const writeCheckpoint = (run: TrainingRun) =>
       });
     }
     const now = performance.now();
-    const midEpoch = run.step < run.sampler.stepsPerEpoch;
+    // Within an epoch until its record is in: a signal after the last step still has to evaluate and record it.
+    const midEpoch = !run.metrics.some((m) => m.epoch === run.epoch);
     const path = yield* saveCheckpoint(run.checkpoints, tensors, {
       epoch: run.epoch,
       step: run.step,

@@ -13,7 +13,6 @@ import type { Dataset } from "../data/dataset.ts";
 import type { FeatureExtractor } from "../eval/features.ts";
 import { BundleFromBytes, TensorField } from "../graph/codecs.ts";
 import { stage } from "../graph/stage.ts";
-import type { Matrix } from "../io/matrix.ts";
 import { concentration } from "./concentration.ts";
 import { cluster, type Clusterings, type ClusterOptions, type Features } from "./kmeans.ts";
 
@@ -70,7 +69,7 @@ export const clusterStage = (options: ClusterOptions) =>
   stage(
     "cluster",
     BundleFromBytes(ClusteringsSchema),
-    (features: Features | Matrix) => Effect.tap(cluster(features, options), logClusterings),
+    (features: Features) => Effect.tap(cluster(features, options), logClusterings),
   );
 
 /** φ of every clustering, rescaled to mean `temperature`. */

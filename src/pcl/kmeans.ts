@@ -14,7 +14,7 @@
  */
 import { Effect, Schema } from "effect";
 import { Gpu } from "../gpu/gpu.ts";
-import { alloc, type Dispatch, type Submission, submitAndRead } from "../gpu/kernel.ts";
+import { alloc, type Dispatch, submitAndRead } from "../gpu/kernel.ts";
 import type { GpuError, ShapeError } from "../gpu/errors.ts";
 import { type DType, type HostArray, Tensor } from "../gpu/tensor.ts";
 import { fill } from "../ops/fill.ts";
@@ -212,7 +212,7 @@ const fromDevice = (t: Tensor, chunkRows: number | undefined, pool: Pool) =>
         chunks.push({ first: v.first, rows: v.rows, x });
       }
     }
-    const found = yield* submit({ dispatches: [...checks, ...pads], reads: [bad] });
+    const found = yield* submitAndRead({ dispatches: [...checks, ...pads], reads: [bad] });
     const [counts] = found as [Uint32Array];
     const total = views.reduce((s, _, i) => s + counts[2 * i]!, 0);
     if (total > 0) {
@@ -221,8 +221,6 @@ const fromDevice = (t: Tensor, chunkRows: number | undefined, pool: Pool) =>
     }
     return { n, d, dp, chunks } satisfies Rows;
   });
-
-const submit = (s: Submission) => submitAndRead(s, "kmeans");
 
 const prepareRows = (features: Features, chunkRows: number | undefined, pool: Pool) =>
   Effect.gen(function* () {
@@ -288,7 +286,7 @@ const checkK = (k: number, n: number, d: number, gpu: Gpu["Service"]) => {
 const trainingSet = (data: Rows, k: number, o: Resolved, pool: Pool) =>
   Effect.gen(function* () {
     const sample = F.trainingRows(data.n, k, o.maxPointsPerCentroid, o.seed);
-    if (sample === undefined) return { train: data, subsampled: false };
+    if (sample === undefined) return data;
     const gpu = yield* Gpu;
     const idx = yield* pool.upload(sample, "u32", "sample");
     const chunks: Chunk[] = [];
@@ -298,8 +296,8 @@ const trainingSet = (data: Rows, k: number, o: Resolved, pool: Pool) =>
       for (const src of data.chunks) gathers.push(yield* K.gather(src.x, src.first, idx, first, x));
       chunks.push({ first, rows, x });
     }
-    yield* submit({ dispatches: gathers });
-    return { train: { n: sample.length, d: data.d, dp: data.dp, chunks } satisfies Rows, subsampled: true };
+    yield* submitAndRead({ dispatches: gathers });
+    return { n: sample.length, d: data.d, dp: data.dp, chunks } satisfies Rows;
   });
 
 /**
@@ -367,7 +365,8 @@ type Program = Effect.Success<ReturnType<typeof program>>;
 /**
  * One restart: its initial centroids (given, or K training rows of the restart's permutation), then `niter` Lloyd
  * iterations. Each reads back the cluster sizes and the objective's partial sums, because faiss's empty-cluster split
- * is planned on the host; the last update is submitted with the copy to `best` when this restart improves on `than`.
+ * is planned on the host. Returns the restart's objective, its trace, and the last update, still to be submitted (by
+ * `runKMeans`, with the copy to `best` when the restart improves on the best so far).
  */
 const restart = (
   p: Program,
@@ -395,7 +394,7 @@ const restart = (
     const trace = { objectives: [] as number[], splits: [] as number[] };
     for (let it = 0; it < niter; it++) {
       const [sizes, partials] =
-        (yield* submit({ dispatches: [...pending, ...p.assign], reads: [p.countsT, p.partial] })) as [
+        (yield* submitAndRead({ dispatches: [...pending, ...p.assign], reads: [p.countsT, p.partial] })) as [
           Uint32Array,
           Float32Array,
         ];
@@ -425,7 +424,7 @@ const restart = (
 /** The host result of the final search: centroids, their normalised prototypes, assignments, distances. */
 const readResult = (p: Program, k: number, d: number, dp: number) =>
   Effect.gen(function* () {
-    const [c, l, dist] = (yield* submit({
+    const [c, l, dist] = (yield* submitAndRead({
       dispatches: p.search,
       reads: [p.cent, p.all.labels, p.all.dist],
       before: p.best !== p.cent ? [[p.best, p.cent]] : [],
@@ -455,7 +454,7 @@ const runKMeans = (data: Rows, k: number, o: Resolved, init: Float32Array | unde
     if (init !== undefined && !init.every(Number.isFinite)) {
       return yield* new KMeansError({ message: "init: the initial centroids contain NaN or ±Inf" });
     }
-    const { train } = yield* trainingSet(data, k, o, pool);
+    const train = yield* trainingSet(data, k, o, pool);
     const nredo = train.n === k ? 1 : o.nredo;
     const p = yield* program(data, train, k, { ...o, nredo }, init, pool);
     let given: Float32Array<ArrayBuffer> | undefined;
@@ -471,7 +470,7 @@ const runKMeans = (data: Rows, k: number, o: Resolved, init: Float32Array | unde
       const r = yield* restart(p, train, k, o, given, redo);
       restartObjectives.push(r.objective);
       const improved = r.objective < bestObjective;
-      yield* submit({ dispatches: r.pending, after: improved && p.best !== p.cent ? [[p.cent, p.best]] : [] });
+      yield* submitAndRead({ dispatches: r.pending, after: improved && p.best !== p.cent ? [[p.cent, p.best]] : [] });
       if (improved) [bestObjective, bestRestart, bestTrace] = [r.objective, redo, r.trace];
       yield* Effect.logDebug(`k-means K=${k} restart ${redo}: objective ${r.objective}`);
     }

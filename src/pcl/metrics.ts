@@ -50,7 +50,7 @@ export const EpochCore = Schema.Struct({
   /** The M-step's seconds (what `imagesPerSecond` is measured over). */
   seconds: Measured,
   imagesPerSecond: Measured,
-  /** The whole epoch's wall time: E-step, M-step, evaluation and checkpoints, summed over resumes. */
+  /** The whole epoch's wall time: E-step, M-step, evaluation and the mid-epoch checkpoints, summed over resumes. */
   elapsed: Schema.optionalKey(Measured),
 });
 
@@ -62,6 +62,6 @@ export const EpochMetrics = Schema.Struct({
 });
 export type EpochMetrics = typeof EpochMetrics.Type;
 
-/** A run's training time: every epoch's whole wall time (E-step, M-step, evaluation, checkpoints), over resumes. */
+/** A run's training time: every epoch's whole wall time (E-step, M-step, evaluation), over resumes. */
 export const trainingSeconds = (metrics: readonly EpochMetrics[]) =>
   metrics.reduce((a, m) => a + (m.elapsed ?? m.seconds), 0);

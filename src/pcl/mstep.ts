@@ -254,7 +254,6 @@ export class MStep {
     );
   });
 
-  /** Sets the E-step's clusterings for the coming epoch, or none (warm-up: InfoNCE only). */
   /** The last step's shuffle of the key batch across the BN groups (none when `bnGroups` is 1): for tests. */
   keyPermutation(): Uint32Array<ArrayBuffer> | undefined {
     return this.permutation === undefined ? undefined : this.perm.slice();
@@ -270,6 +269,7 @@ export class MStep {
     return h.selHost.slice();
   }
 
+  /** Sets the E-step's clusterings for the coming epoch, or none (warm-up: InfoNCE only). */
   setPrototypes(clusterings: readonly PrototypeTensors[] | undefined): void {
     if (clusterings === undefined) {
       for (const h of this.heads) h.im2cluster = undefined;

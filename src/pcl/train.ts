@@ -22,7 +22,7 @@ import { encoder } from "../nn/models.ts";
 import { prepareAugmenter } from "../ops/augment.ts";
 import { type Checkpoint, CheckpointError, listManifests, loadCheckpoint, restoreTensors } from "./checkpoint.ts";
 import { evaluationSets, infoNceEpoch, noSums, pclEpoch, type TrainingRun, type TrainOptions } from "./epoch.ts";
-import { type EpochMetrics, trainingSeconds } from "./metrics.ts";
+import { EpochMetrics, trainingSeconds } from "./metrics.ts";
 import { prepareExtractor } from "../eval/features.ts";
 import { renderReport } from "../report/mod.ts";
 import { MStep } from "./mstep.ts";
@@ -100,6 +100,13 @@ const findCheckpoint = (dir: string, opts: TrainOptions) =>
 export const train = (config: TrainConfig, opts: TrainOptions) =>
   Effect.scoped(
     Effect.gen(function* () {
+      if (opts.fresh && opts.fromCheckpoint !== undefined) {
+        return yield* new CheckpointError({
+          path: opts.fromCheckpoint,
+          message:
+            "--fresh and --from-checkpoint cannot be combined: --fresh archives the run the checkpoint is part of",
+        });
+      }
       yield* lockRunDirectory(opts.out);
       return yield* trainLocked(config, opts);
     }),
@@ -117,7 +124,9 @@ const trainLocked = (config: TrainConfig, opts: TrainOptions) =>
     const identity = runIdentity(config);
     const hash = yield* configHash(identity);
     if (resume !== undefined && resume.manifest.configHash !== hash) {
-      const keys = configDiff(resume.manifest.config, configJson(config));
+      // `epochs` is part of the identity only as a cosine schedule's horizon.
+      const keys = configDiff(resume.manifest.config, configJson(config))
+        .filter((k) => k !== "epochs" || config.optimizer.schedule === "cosine");
       const cosine = keys.includes("epochs") && config.optimizer.schedule === "cosine"
         ? " A cosine schedule's rates all depend on the epoch count, so a cosine run cannot be extended: " +
           "use optimizer.schedule: step to extend runs, or start a new run."
@@ -174,10 +183,24 @@ const trainLocked = (config: TrainConfig, opts: TrainOptions) =>
       epochStarted: 0,
     };
     if (resume !== undefined) {
+      if (resume.manifest.stepsPerEpoch !== sampler.stepsPerEpoch) {
+        return yield* new CheckpointError({
+          path: resume.manifestPath,
+          message:
+            `${resume.manifestPath}: the run had ${resume.manifest.stepsPerEpoch} steps per epoch, the training ` +
+            `set now gives ${sampler.stepsPerEpoch} (${dataset.info.n} images): it changed since; pass --fresh`,
+        });
+      }
       run.prototypes = yield* restoreTensors(mstep, resume);
       run.epoch = resume.manifest.epoch;
       run.step = resume.manifest.step;
-      run.metrics = [...resume.manifest.metrics] as EpochMetrics[];
+      run.metrics = [
+        ...yield* Schema.decodeUnknownEffect(Schema.Array(EpochMetrics))(resume.manifest.metrics).pipe(
+          Effect.mapError((e) =>
+            new CheckpointError({ path: resume.manifestPath, message: `${resume.manifestPath}: metrics: ${e.message}` })
+          ),
+        ),
+      ];
       run.lastCheckpoint = resume.manifestPath;
       const p = resume.manifest.progress;
       if (p !== undefined) {
@@ -185,11 +208,13 @@ const trainLocked = (config: TrainConfig, opts: TrainOptions) =>
         [run.sums, run.carried] = [sums, { seconds, elapsed }];
       }
       yield* Effect.logInfo(
-        `resuming from ${resume.manifestPath}: epoch ${run.epoch}, step ${run.step}/` +
+        `resuming from ${resume.manifestPath}: epoch ${run.epoch + 1}, step ${run.step}/` +
           `${sampler.stepsPerEpoch}`,
       );
     }
-    const firstEpoch = run.step >= sampler.stepsPerEpoch ? run.epoch + 1 : run.epoch;
+    // An epoch whose record is in is done; one stopped after its last step still evaluates and records itself.
+    const recorded = run.metrics.some((m) => m.epoch === run.epoch);
+    const firstEpoch = resume !== undefined && recorded ? run.epoch + 1 : run.epoch;
     const store = ArtifactStore.directory(`${opts.out}/artifacts`);
     for (let epoch = firstEpoch; epoch < config.epochs; epoch++) {
       run.current = epoch;

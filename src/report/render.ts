@@ -2,6 +2,7 @@
  * The report page: one HTML file with its CSS, Chart.js, the chart data (a JSON script element) and the gallery
  * images (PNG data: URIs) inside it, so that it opens offline and can be mailed or archived as is.
  */
+import { trainingSeconds } from "../pcl/metrics.ts";
 import { Buffer } from "node:buffer";
 import type { HostDataset } from "../data/dataset.ts";
 import {
@@ -22,7 +23,7 @@ export interface ChartLibrary {
   readonly name: string;
 }
 
-export const esc = (s: string) =>
+const esc = (s: string) =>
   s.replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]!);
 
 /** Text to put inside a <script> element: nothing in it may end the element early. */
@@ -53,7 +54,7 @@ const chartBox = (c: ChartSpec) =>
     esc(c.title)
   }"></canvas></div></div>`;
 
-export const table = (head: readonly string[], rows: ReadonlyArray<readonly string[]>, cls = "") =>
+const table = (head: readonly string[], rows: ReadonlyArray<readonly string[]>, cls = "") =>
   `<table${cls ? ` class="${cls}"` : ""}><thead><tr>${head.map((h) => `<th>${esc(h)}</th>`).join("")}</tr></thead>` +
   `<tbody>${rows.map((r) => `<tr>${r.map((c) => `<td>${esc(c)}</td>`).join("")}</tr>`).join("")}</tbody></table>`;
 
@@ -71,7 +72,7 @@ const summary = (metrics: ReadonlyArray<EpochRecord>, ks: readonly number[], epo
     ...last.accProto.map((v, m) => [`Acc@Proto ${kName(ks, m)}`, pct(v)]),
     ["learning rate", sig(last.lr)],
     ["images / s", num(last.imagesPerSecond, 0)],
-    ["training time", `${num(metrics.reduce((s, m) => s + (m.elapsed ?? m.seconds ?? 0), 0), 1)} s`],
+    ["training time", `${num(trainingSeconds(metrics), 1)} s`],
   ];
   let html = `<div class="tables"><div><h3>Training, epoch ${last.epoch + 1}</h3>${table(["", ""], rows, "kv")}</div>`;
   const evaluated = metrics.findLast((m) => m.evaluation !== undefined);
@@ -187,7 +188,7 @@ const clusteringSection = (
     `<p>${esc(stats)}</p><div class="grid">${chartBox(sizeChart)}${chartBox(phiChart)}</div>${gallery}</div>`;
 };
 
-export const CSS = `
+const CSS = `
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;color:#222;
   max-width:1240px;margin:0 auto;padding:12px 24px 40px}
 h1{font-size:22px;margin:8px 0 4px}h2{font-size:18px;border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:28px}

@@ -90,5 +90,17 @@ gpuTest(
       assert.equal(r.code, 2, `${args}: ${r.out}`);
       assert.match(r.out, message);
     }
+    // More images than the source holds, or a step past the epoch: a typed error naming the flag, not a crash.
+    const source = ["--source", "synthetic"]; // 512 images
+    for (
+      const [args, message] of [
+        [["--n", "600"], /--n 600 is more than the 512 images/],
+        [["--n", "8", "--step", "64"], /--step 64: .* has 64 steps of 8 images per epoch/],
+      ] as const
+    ) {
+      const r = yield* Effect.promise(() => cli("stage", "augment", "--preview", file, ...source, ...args));
+      assert.equal(r.code, 1, `${args}: ${r.out}`);
+      assert.match(r.out, message);
+    }
   }),
 );

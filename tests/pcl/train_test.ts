@@ -88,6 +88,31 @@ effectTest(
 );
 
 effectTest(
+  "train: a signal after an epoch's last step: the resumed run records that epoch whole and ends with the same bits",
+  Effect.gen(function* () {
+    const config = yield* Effect.promise(() => decode(tinyConfig));
+    const straight = yield* tempDir("pcl-straight-");
+    yield* run(config, { out: straight });
+    const out = yield* tempDir("pcl-last-step-");
+    const stop: { signal: string | undefined } = { signal: undefined };
+    const onStep: TrainOptions["onStep"] = (p) => {
+      if (p.epoch === 0 && p.step === p.stepsPerEpoch) stop.signal = "SIGINT";
+    };
+    const stopped = yield* Effect.flip(run(config, { out, stop, onStep }));
+    assert.equal(stopped._tag, "Interrupted", `${stopped}`);
+    assert.match(stopped.message, /stopped by SIGINT at epoch 1, step 8\/8/);
+    yield* run(config, { out });
+    sameTensors((yield* finalTensors(straight)).tensors, (yield* finalTensors(out)).tensors, "after the stop at 8/8");
+    const lines = (d: string) =>
+      Deno.readTextFileSync(`${d}/metrics.jsonl`).trim().split("\n").map((l) => {
+        const { seconds: _s, imagesPerSecond: _i, elapsed: _e, ...rest } = JSON.parse(l);
+        return rest;
+      });
+    assert.deepEqual(lines(out), lines(straight));
+  }),
+);
+
+effectTest(
   "train: a corrupt newest checkpoint is an error naming it, and nothing on disk changes",
   Effect.gen(function* () {
     const config = yield* Effect.promise(() => decode({ ...tinyConfig, epochs: 1, warmupEpochs: 0 }));
