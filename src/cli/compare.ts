@@ -15,16 +15,7 @@ import { evaluatePixelBaseline, evaluateUntrained } from "../pcl/baselines.ts";
 import { compareMethods, type Difference, METRICS, type SeedRun, type Spread, summarise } from "../pcl/comparison.ts";
 import type { Evaluation } from "../pcl/metrics.ts";
 import { train } from "../pcl/train.ts";
-import { configFlag, configWithEpochs, epochsFlag, outFlag, stopRequest } from "./flags.ts";
-
-/** `--seeds 0,1,2`: distinct non-negative integers. */
-const parseSeeds = (text: string) => {
-  const seeds = text.split(",").map((s) => Number(s.trim()));
-  return seeds.length > 0 && seeds.every((s) => Number.isSafeInteger(s) && s >= 0) &&
-      new Set(seeds).size === seeds.length
-    ? Option.some(seeds)
-    : Option.none();
-};
+import { configFlag, configWithEpochs, epochsFlag, intList, outFlag, stopRequest } from "./flags.ts";
 
 const fmt = (v: number, pct: boolean) => (pct ? (100 * v).toFixed(1) : v.toFixed(3));
 
@@ -48,7 +39,7 @@ export const compareCommand = Command.make("compare", {
   epochs: epochsFlag,
   seeds: Flag.String("seeds").pipe(
     Flag.withDescription("the seeds to train each method with, comma-separated (default: the config's seed)"),
-    Flag.filterMap(parseSeeds, (t) => `--seeds must list distinct non-negative integers, not '${t}'`),
+    Flag.filterMap(intList(0), (t) => `--seeds must list distinct non-negative integers, not '${t}'`),
     Flag.optional,
   ),
   out: outFlag("directory for the runs (default: runs/compare-<config name>); finished runs are not trained again"),

@@ -32,3 +32,11 @@ export const epochsFlag = Flag.Int("epochs").pipe(
 /** The config file with `--epochs` merged in before decoding: an override meets the YAML's rules and paths. */
 export const configWithEpochs = (o: { readonly config: string; readonly epochs: Option.Option<number> }) =>
   loadConfig(o.config, Option.isSome(o.epochs) ? { epochs: o.epochs.value } : {});
+
+/** A comma-separated list of distinct integers >= `min` (`--k 10,20,40`, `--seeds 0,1,2`); none when it is not one. */
+export const intList = (min: number) => (text: string) => {
+  const xs = text.split(",").map((s) => Number(s.trim()));
+  return xs.every((x) => Number.isSafeInteger(x) && x >= min) && new Set(xs).size === xs.length
+    ? Option.some(xs)
+    : Option.none();
+};

@@ -13,7 +13,7 @@ import { encoder } from "../nn/models.ts";
 import { loadCheckpoint, loadEncoderState } from "../pcl/checkpoint.ts";
 import { PCL_KMEANS } from "../pcl/kmeans.ts";
 import { encodeStage } from "../pcl/estep.ts";
-import { configFlag, intAtLeast } from "./flags.ts";
+import { configFlag, intAtLeast, intList } from "./flags.ts";
 import { parseSource, renderPreview } from "./stage_augment.ts";
 import { runStageCluster } from "./stage_cluster.ts";
 
@@ -92,20 +92,12 @@ const encodeCommand = Command.make("encode", {
     Command.withDescription("Encode the training set with a checkpoint's momentum encoder into a .npy file"),
   );
 
-/** `--k 10,20,40`: distinct integers >= 2. */
-const parseKs = (text: string) => {
-  const ks = text.split(",").map((s) => Number(s.trim()));
-  return ks.every((k) => Number.isSafeInteger(k) && k >= 2) && new Set(ks).size === ks.length
-    ? Option.some(ks)
-    : Option.none();
-};
-
 const clusterCommand = Command.make("cluster", {
   features: Flag.String("features").pipe(Flag.withDescription("N x d float32 features: .npy or .safetensors")),
   tensor: Flag.String("tensor").pipe(Flag.withDescription("the tensor's name in a .safetensors file"), Flag.optional),
   k: Flag.String("k").pipe(
     Flag.withDescription("the K of each clustering, comma-separated (e.g. 10,20,40)"),
-    Flag.filterMap(parseKs, (text) => `--k must list distinct integers >= 2, not '${text}'`),
+    Flag.filterMap(intList(2), (text) => `--k must list distinct integers >= 2, not '${text}'`),
   ),
   iters: intAtLeast("iters", 1, "Lloyd iterations").pipe(Flag.withDefault(PCL_KMEANS.niter)),
   nredo: intAtLeast("nredo", 1, "restarts, keeping the lowest objective").pipe(Flag.withDefault(PCL_KMEANS.nredo)),

@@ -34,6 +34,16 @@ export class Diverged extends Schema.TaggedError<Diverged>()("Diverged", {
   message: Schema.String,
 }) {}
 
+/** `what` non-finite at (epoch, step), told in the one way: where, what to do, and which checkpoint is still good. */
+const diverged = (run: TrainingRun, what: string, epoch: number, step: number, disk: string) =>
+  new Diverged({
+    epoch,
+    step,
+    message:
+      `${what} non-finite at epoch ${epoch + 1}, step ${step}; lower optimizer.lr (${run.config.optimizer.lr}). ` +
+      `${disk}: the last good one is ${run.lastCheckpoint || "(none yet)"}`,
+  });
+
 /** Training stopped by a signal after writing a checkpoint. */
 export class Interrupted extends Schema.TaggedError<Interrupted>()("Interrupted", {
   signal: Schema.String,
@@ -162,14 +172,7 @@ const writeCheckpoint = (run: TrainingRun) =>
     }));
     const bad = nonFinite(tensors);
     if (bad !== undefined) {
-      return yield* new Diverged({
-        epoch: run.epoch,
-        step: run.step,
-        message: `${bad} became non-finite at epoch ${run.epoch + 1}, step ${run.step}; lower optimizer.lr ` +
-          `(${run.config.optimizer.lr}). No checkpoint was written: the last good one is ${
-            run.lastCheckpoint || "(none yet)"
-          }`,
-      });
+      return yield* diverged(run, `${bad} became`, run.epoch, run.step, "No checkpoint was written");
     }
     const now = performance.now();
     // Within an epoch until its record is in: a signal after the last step still has to evaluate and record it.
@@ -233,14 +236,7 @@ const trainEpoch = (run: TrainingRun, epoch: number, prototypes: readonly Protot
       last = yield* run.gpu.guard(Effect.promise(() => read));
       pending = undefined;
       if (!finite(last)) {
-        return yield* new Diverged({
-          epoch,
-          step,
-          message: `loss became non-finite at epoch ${epoch + 1}, step ${step}; lower optimizer.lr ` +
-            `(${config.optimizer.lr}). Checkpoints on disk are unchanged; the last good one is ${
-              run.lastCheckpoint || "(none yet)"
-            }`,
-        });
+        return yield* diverged(run, "loss became", epoch, step, "Checkpoints on disk are unchanged");
       }
       run.sums = addSums(run.sums, last);
     });

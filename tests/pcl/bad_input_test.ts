@@ -161,6 +161,9 @@ Deno.test("bad input: stage commands check every number and leave no temporary f
     const k = await cli("stage", "cluster", "--features", features, "--k", "3,1", "--out", `${dir}/p.safetensors`);
     assert.equal(k.code, 2);
     assert.match(k.out, /--k must list distinct integers >= 2, not '3,1'/);
+    const seeds = await cli("compare", "--seeds", "0,0");
+    assert.equal(seeds.code, 2, seeds.out);
+    assert.match(seeds.out, /--seeds must list distinct non-negative integers, not '0,0'/);
 
     await Deno.mkdir(`${dir}/taken`);
     const taken = await cluster("--out", `${dir}/taken`);
