@@ -19,6 +19,7 @@ Not part of the test suite (it needs torch, numpy and scikit-learn):
     INIT=default BNGROUPS=1 QGROUPS=1 SEED=1 THREADS=1 ...   # nn.Conv2d's own init; plain BN (both encoders / the
                                                              # query only); another seed; torch threads
     ARCH=convnet5 python3 bench/pytorch/mnist_reference.py   # the 5-conv encoder that sees the whole image
+    TAU=0.1 LR=0.12 BATCH=128 CROPMIN=0.3 EPOCHS=24 ...      # temperature, SGD lr, batch, crop scale, epochs
 
 About 8 minutes on 2 CPU cores.
 """
@@ -28,7 +29,8 @@ import numpy as np, torch, torch.nn as nn, torch.nn.functional as F
 torch.set_num_threads(int(os.environ.get("THREADS", "2")))
 SEED = int(os.environ.get("SEED", "0")); torch.manual_seed(SEED); rng = np.random.default_rng(SEED)
 EPOCHS = int(os.environ.get("EPOCHS", "12")); WARM = int(os.environ.get("WARM", "2"))
-N_TRAIN = int(os.environ.get("NTRAIN", "20000")); B = 256; LR = 0.06; WD = 5e-4; T = 0.2; QUEUE = 4096; M = 0.99
+N_TRAIN = int(os.environ.get("NTRAIN", "20000")); B = int(os.environ.get("BATCH", "256")); LR = float(os.environ.get("LR", "0.06"))
+WD = 5e-4; T = float(os.environ.get("TAU", "0.2")); QUEUE = 4096; M = 0.99; CROPMIN = float(os.environ.get("CROPMIN", "0.5"))
 KS = [int(k) for k in os.environ.get("KS", "10,20,40").split(",")] if os.environ.get("KS", "x") else []
 R = 16; MASK = os.environ.get("MASK", "1") == "1"; FULL = os.environ.get("FULL", "0") == "1"; GROUPS = int(os.environ.get("BNGROUPS", "4"))
 KMPP = os.environ.get("KMPP", "0") == "1"
@@ -40,11 +42,11 @@ Xte = torch.tensor(idx("t10k-images-idx3-ubyte", 16).reshape(-1, 1, 28, 28)).flo
 Yte = idx("t10k-labels-idx1-ubyte", 8).astype(int)
 MEAN, STD = 0.1307, 0.3081
 
-def crop_params(n):  # torchvision RandomResizedCrop.get_params, scale (0.5, 1), ratio (3/4, 4/3), on 28x28
+def crop_params(n):  # torchvision RandomResizedCrop.get_params, scale (CROPMIN = 0.5, 1), ratio (3/4, 4/3), on 28x28
     out = []
     for _ in range(n):
         for _t in range(10):
-            area = 784 * rng.uniform(0.5, 1); ar = math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
+            area = 784 * rng.uniform(CROPMIN, 1); ar = math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
             w = int(round(math.sqrt(area * ar))); h = int(round(math.sqrt(area / ar)))
             if 0 < w <= 28 and 0 < h <= 28:
                 out.append((rng.integers(0, 28 - w + 1), rng.integers(0, 28 - h + 1), w, h)); break
