@@ -105,9 +105,10 @@ fn inside(base: i32, r: i32, c: i32, rows: u32, cols: u32) -> i32 {
   return select(-1, base + r * i32(cols) + c, ok);
 }
 
-// The flat block index of a workgroup: the grid is [blocks over x and z, channel blocks on y].
+// The flat pixel-block index of a workgroup: the grid is [channel blocks on x, pixel blocks over y and z], so that
+// the channel blocks of one pixel block run one after another and find its input still in cache.
 fn block_of(wid: vec3u, nwg: vec3u) -> u32 {
-  return wid.x + wid.z * nwg.x;
+  return wid.y + wid.z * nwg.y;
 }
 
 // ---- weights, packed ------------------------------------------------------------------------------------------
@@ -214,7 +215,7 @@ fn store_y(first: u32, co0: u32, m0: mat4x4f, m1: mat4x4f, m2: mat4x4f, m3: mat4
 fn forward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
            @builtin(local_invocation_id) lid: vec3u) {
   let first = block_of(wid, nwg) * WG * PIX + lid.x;
-  let co0 = wid.y * CH;
+  let co0 = wid.x * CH;
   if (first - lid.x >= p.N * p.OH * p.OW) {
     return;
   }
@@ -234,7 +235,7 @@ fn bias4(first: u32) -> mat4x4f {
 fn forward_bias(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
                 @builtin(local_invocation_id) lid: vec3u) {
   let first = block_of(wid, nwg) * WG * PIX + lid.x;
-  let co0 = wid.y * CH;
+  let co0 = wid.x * CH;
   if (first - lid.x >= p.N * p.OH * p.OW) {
     return;
   }
@@ -319,8 +320,8 @@ fn backward_input_block(ph: Phase, first: u32, ci0: u32) -> Block {
 @compute @workgroup_size(WG)
 fn backward_input(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
                   @builtin(local_invocation_id) lid: vec3u) {
-  let ph = phase_of(wid.y / p.cblocks);
-  let ci0 = (wid.y % p.cblocks) * CH;
+  let ph = phase_of(wid.x / p.cblocks);
+  let ci0 = (wid.x % p.cblocks) * CH;
   let first = block_of(wid, nwg) * WG * PIX + lid.x;
   let plane = ph.AH * ph.AW;
   if (first - lid.x >= p.N * plane) {

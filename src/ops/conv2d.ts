@@ -134,12 +134,12 @@ const bind = bindByName(["x", "w", "bias", "y", "dy", "dx", "dw", "dbias", "pack
 const params = (g: ConvGeometry, cblocks = 0): Params =>
   [g.N, g.Cin, g.H, g.W, g.Cout, g.OH, g.OW, g.KH, g.KW, g.sh, g.sw, g.ph, g.pw, cblocks].map((v) => ["u32", v]);
 
-/** Workgroups [pixel blocks split over x and z, channel blocks on y]; the kernel reads the block as x + z·nx. */
+/** Workgroups [channel blocks on x, pixel blocks split over y and z]; the kernel reads the block as y + z·ny. */
 const pixelGrid = (gpu: GpuContext, pixels: number, channelBlocks: number): readonly [number, number, number] => {
   const blocks = Math.max(1, Math.ceil(pixels / (WG * PIX)));
   const max = gpu.limits.maxComputeWorkgroupsPerDimension;
   const z = Math.ceil(blocks / max);
-  return [Math.ceil(blocks / z), channelBlocks, z];
+  return [channelBlocks, Math.ceil(blocks / z), z];
 };
 
 const padded = (channels: number): number => Math.ceil(channels / CH) * CH;
