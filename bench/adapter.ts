@@ -14,10 +14,8 @@ console.log(`adapter: ${description || device} (vendor ${vendor}, architecture $
 console.log(`features: ${[...adapter.features].sort().join(", ")}`);
 const limits = adapter.limits as unknown as Record<string, number>;
 const names: string[] = [];
-for (let o: object | null = limits; o !== null && o !== Object.prototype; o = Object.getPrototypeOf(o)) {
-  for (const [name, d] of Object.entries(Object.getOwnPropertyDescriptors(o))) if (d.get) names.push(name);
-}
-for (const name of [...new Set(names)].sort()) console.log(`  ${name.padEnd(44)} ${limits[name]}`);
+for (const name in limits) names.push(name); // WebIDL attributes: enumerable getters on the prototype
+for (const name of names.sort()) console.log(`  ${name.padEnd(44)} ${limits[name]}`);
 await Effect.runPromise(
   Effect.gen(function* () {
     const gpu = yield* Gpu;

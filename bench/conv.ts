@@ -42,33 +42,27 @@ const layer = (name: string, x: Layer["x"], w: Layer["w"], stride: number, paddi
 });
 
 /** Every distinct convolution shape of the shipped models, at their configs' batch sizes (src/nn/models.ts). */
-const models: Record<string, { readonly batch: number; readonly layers: readonly Layer[] }> = {
+const models: Record<string, readonly Layer[]> = {
   // convnet: conv1..conv3; convnet5 adds conv4 and conv5. MNIST, batch 256.
-  convnet5: {
-    batch: 256,
-    layers: [
-      layer("conv1 (1→32, 28x28)", [256, 1, 28, 28], [32, 1, 3, 3], 1, 1),
-      layer("conv2 (32→64 s2, 28→14)", [256, 32, 28, 28], [64, 32, 3, 3], 2, 1),
-      layer("conv3 (64→128 s2, 14→7)", [256, 64, 14, 14], [128, 64, 3, 3], 2, 1),
-      layer("conv4 (128→128 s2, 7→4)", [256, 128, 7, 7], [128, 128, 3, 3], 2, 1),
-      layer("conv5 (128→128, 4x4)", [256, 128, 4, 4], [128, 128, 3, 3], 1, 1),
-    ],
-  },
+  convnet5: [
+    layer("conv1 (1→32, 28x28)", [256, 1, 28, 28], [32, 1, 3, 3], 1, 1),
+    layer("conv2 (32→64 s2, 28→14)", [256, 32, 28, 28], [64, 32, 3, 3], 2, 1),
+    layer("conv3 (64→128 s2, 14→7)", [256, 64, 14, 14], [128, 64, 3, 3], 2, 1),
+    layer("conv4 (128→128 s2, 7→4)", [256, 128, 7, 7], [128, 128, 3, 3], 2, 1),
+    layer("conv5 (128→128, 4x4)", [256, 128, 4, 4], [128, 128, 3, 3], 1, 1),
+  ],
   // ResNet-18 with the CIFAR stem (3x3, no max-pool), 32x32 images, batch 64: one row per distinct shape.
-  "resnet18-cifar": {
-    batch: 64,
-    layers: [
-      layer("conv1 (3→64, 32x32)", [64, 3, 32, 32], [64, 3, 3, 3], 1, 1),
-      layer("layer1 (64→64, 32x32)", [64, 64, 32, 32], [64, 64, 3, 3], 1, 1),
-      layer("layer2.0.conv1 (64→128 s2)", [64, 64, 32, 32], [128, 64, 3, 3], 2, 1),
-      layer("layer2.0.downsample (1x1 s2)", [64, 64, 32, 32], [128, 64, 1, 1], 2, 0),
-      layer("layer2 (128→128, 16x16)", [64, 128, 16, 16], [128, 128, 3, 3], 1, 1),
-      layer("layer3.0.conv1 (128→256 s2)", [64, 128, 16, 16], [256, 128, 3, 3], 2, 1),
-      layer("layer3 (256→256, 8x8)", [64, 256, 8, 8], [256, 256, 3, 3], 1, 1),
-      layer("layer4.0.conv1 (256→512 s2)", [64, 256, 8, 8], [512, 256, 3, 3], 2, 1),
-      layer("layer4 (512→512, 4x4)", [64, 512, 4, 4], [512, 512, 3, 3], 1, 1),
-    ],
-  },
+  "resnet18-cifar": [
+    layer("conv1 (3→64, 32x32)", [64, 3, 32, 32], [64, 3, 3, 3], 1, 1),
+    layer("layer1 (64→64, 32x32)", [64, 64, 32, 32], [64, 64, 3, 3], 1, 1),
+    layer("layer2.0.conv1 (64→128 s2)", [64, 64, 32, 32], [128, 64, 3, 3], 2, 1),
+    layer("layer2.0.downsample (1x1 s2)", [64, 64, 32, 32], [128, 64, 1, 1], 2, 0),
+    layer("layer2 (128→128, 16x16)", [64, 128, 16, 16], [128, 128, 3, 3], 1, 1),
+    layer("layer3.0.conv1 (128→256 s2)", [64, 128, 16, 16], [256, 128, 3, 3], 2, 1),
+    layer("layer3 (256→256, 8x8)", [64, 256, 8, 8], [256, 256, 3, 3], 1, 1),
+    layer("layer4.0.conv1 (256→512 s2)", [64, 256, 8, 8], [512, 256, 3, 3], 2, 1),
+    layer("layer4 (512→512, 4x4)", [64, 512, 4, 4], [512, 512, 3, 3], 1, 1),
+  ],
 };
 
 const fill = (n: number, seed: number) => Float32Array.from({ length: n }, (_, i) => Math.sin(i * 0.37 + seed));
@@ -98,8 +92,9 @@ const program = (matmul: MatmulOp | undefined) =>
     const gpu = yield* Gpu;
     console.log(`adapter: ${gpu.adapter.description}; best of ${repetitions}, ${REPEAT} dispatches per submit`);
     const ratios: Array<[string, number]> = [];
-    for (const [model, { batch, layers }] of Object.entries(models)) {
+    for (const [model, layers] of Object.entries(models)) {
       if (only !== undefined && only !== model) continue;
+      const batch = layers[0]!.x[0];
       let forwardMs = 0, trainMs = 0;
       console.log(`\n${model}, batch ${batch}`);
       for (const [index, l] of layers.entries()) {
@@ -116,10 +111,12 @@ const program = (matmul: MatmulOp | undefined) =>
         if (index > 0) kernels.push(["backward-input", yield* conv2dBackwardInput(dy, w, dx, opts)]);
         kernels.push(["backward-weight", yield* conv2dBackwardWeight(x, dy, dw, undefined, opts)]);
         const passes = kernels.length;
-        // The GEMM of the same M and K; its N (the pixels) halved until B fits one storage binding (128 MiB here),
-        // its GFLOP/s counted on its own size.
+        // The GEMM of the same M and K; its N (the pixels) halved until B fits one storage binding, its GFLOP/s
+        // counted on its own size.
         let columns = g.N * g.OH * g.OW;
-        while (g.Cin * g.KH * g.KW * columns * 4 > 128 * 1024 * 1024) columns = Math.ceil(columns / 2);
+        while (g.Cin * g.KH * g.KW * columns * 4 > gpu.limits.maxStorageBufferBindingSize) {
+          columns = Math.ceil(columns / 2);
+        }
         const gemm = [g.Cout, g.Cin * g.KH * g.KW, columns] as const;
         const extra: Tensor[] = [];
         if (matmul !== undefined) {
@@ -134,9 +131,9 @@ const program = (matmul: MatmulOp | undefined) =>
         for (const [, d] of kernels) yield* runDispatches([d]); // compile and warm up
         for (let r = 0; r < repetitions; r++) {
           for (const [i, [, d]] of kernels.entries()) {
-            const batch = Array.from({ length: REPEAT }, () => d);
+            const submit = Array.from({ length: REPEAT }, () => d);
             const t0 = performance.now();
-            yield* runDispatches(batch);
+            yield* runDispatches(submit);
             best[i] = Math.min(best[i]!, (performance.now() - t0) / REPEAT);
           }
         }

@@ -72,6 +72,7 @@ if [ "$quick" = --quick ]; then
   sed -e 's|limit: 20000 }|limit: 2048 }|' \
     -e 's|bank: { kind: idx, images: mnist/train-images-idx3-ubyte.gz, labels: mnist/train-labels-idx1-ubyte.gz }|bank: { kind: idx, images: mnist/train-images-idx3-ubyte.gz, labels: mnist/train-labels-idx1-ubyte.gz, limit: 10000 }|' \
     -e 's|probeImages: 10000|probeImages: 2000|' mnist-reference.yaml > "$out/mnist-reference.yaml"
+  grep -q 'limit: 10000 }' "$out/mnist-reference.yaml" || { echo "could not shrink the config for --quick" >&2; exit 1; }
   step adapter run adapter.js
   step bench run bench.js
   step conv run conv.js 1 convnet5
