@@ -222,9 +222,11 @@ export const defaultTuning = (adapter: AdapterSummary): Tuning => {
 export const limitsMode = (option: GpuLimitsMode | undefined): Effect.Effect<GpuLimitsMode, GpuUnavailable> => {
   const forced = envVar("PCL_GPU_LIMITS");
   if (forced === undefined || forced === "") return Effect.succeed(option ?? "adapter");
-  return GPU_LIMITS_MODES.includes(forced as GpuLimitsMode) ? Effect.succeed(forced as GpuLimitsMode) : Effect.fail(
-    new GpuUnavailable({ message: `PCL_GPU_LIMITS=${forced}: expected one of ${GPU_LIMITS_MODES.join(", ")}` }),
-  );
+  return (GPU_LIMITS_MODES as readonly string[]).includes(forced)
+    ? Effect.succeed(forced as GpuLimitsMode)
+    : Effect.fail(
+      new GpuUnavailable({ message: `PCL_GPU_LIMITS=${forced}: expected one of ${GPU_LIMITS_MODES.join(", ")}` }),
+    );
 };
 
 const acquire = (gpu: GPU | undefined, options: GpuOptions) =>

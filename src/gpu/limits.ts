@@ -6,9 +6,9 @@ import { GpuLimitExceeded } from "./errors.ts";
  * per workgroup, 8 storage buffers per stage), which every conformant adapter supports: whatever runs under `portable`
  * runs anywhere.
  */
-export type GpuLimitsMode = "adapter" | "portable";
+export const GPU_LIMITS_MODES = ["adapter", "portable"] as const;
 
-export const GPU_LIMITS_MODES: readonly GpuLimitsMode[] = ["adapter", "portable"];
+export type GpuLimitsMode = (typeof GPU_LIMITS_MODES)[number];
 
 /** Limits we ask for up to the adapter's maximum under `adapter`: the defaults are far below what training needs. */
 export const RAISED_LIMITS = [

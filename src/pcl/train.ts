@@ -127,7 +127,7 @@ const trainLocked = (config: TrainConfig, opts: TrainOptions) =>
       // `epochs` is part of the identity only as a cosine schedule's horizon.
       const keys = configDiff(resume.manifest.config, configJson(config))
         .filter((k) => k !== "epochs" || config.optimizer.schedule === "cosine");
-      const cosine = keys.includes("epochs") && config.optimizer.schedule === "cosine"
+      const cosine = keys.includes("epochs") // kept above only under a cosine schedule
         ? " A cosine schedule's rates all depend on the epoch count, so a cosine run cannot be extended: " +
           "use optimizer.schedule: step to extend runs, or start a new run."
         : "";
@@ -214,7 +214,7 @@ const trainLocked = (config: TrainConfig, opts: TrainOptions) =>
     }
     // An epoch whose record is in is done; one stopped after its last step still evaluates and records itself.
     const recorded = run.metrics.some((m) => m.epoch === run.epoch);
-    const firstEpoch = resume !== undefined && recorded ? run.epoch + 1 : run.epoch;
+    const firstEpoch = recorded ? run.epoch + 1 : run.epoch; // a fresh run has no records
     const store = ArtifactStore.directory(`${opts.out}/artifacts`);
     for (let epoch = firstEpoch; epoch < config.epochs; epoch++) {
       run.current = epoch;
