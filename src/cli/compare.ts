@@ -17,16 +17,20 @@ import type { Evaluation } from "../pcl/metrics.ts";
 import { train } from "../pcl/train.ts";
 import { configFlag, configWithEpochs, epochsFlag, intList, outFlag, stopRequest } from "./flags.ts";
 
-const fmt = (v: number, pct: boolean) => (pct ? (100 * v).toFixed(1) : v.toFixed(3));
+/** How a metric is printed: a percentage, a 0-1 score, or seconds. */
+type Unit = boolean | "s";
+const fmt = (v: number, unit: Unit) => (unit === "s" ? v.toFixed(0) : unit ? (100 * v).toFixed(1) : v.toFixed(3));
 
 /** A spread as "91.2 ± 0.6%" (or the single value when there is one seed). */
-const cell = (s: Spread | undefined, pct: boolean) =>
+const cell = (s: Spread | undefined, pct: Unit) =>
   s === undefined || s.n === 0 || !Number.isFinite(s.mean)
     ? "-"
-    : `${fmt(s.mean, pct)}${s.n > 1 ? ` ± ${fmt(s.sd, pct)}` : ""}${pct ? "%" : ""}`;
+    : `${fmt(s.mean, pct)}${s.n > 1 ? ` ± ${fmt(s.sd, pct)}` : ""}${pct === true ? "%" : pct === "s" ? " s" : ""}`;
 
-const diffCell = (d: Difference, pct: boolean) =>
-  d.n === 0 ? "-" : `${d.mean >= 0 ? "+" : ""}${fmt(d.mean, pct)}${d.n > 1 ? ` ± ${fmt(d.se, pct)}` : ""}`;
+const diffCell = (d: Difference, pct: Unit) =>
+  d.n === 0
+    ? "-"
+    : `${d.mean >= 0 ? "+" : ""}${fmt(d.mean, pct)}${d.n > 1 ? ` ± ${fmt(d.se, pct)}` : ""}${pct === "s" ? " s" : ""}`;
 
 const single = (e: Evaluation | undefined) =>
   Object.fromEntries(METRICS.map(([name, get]) => {
@@ -87,7 +91,7 @@ export const compareCommand = Command.make("compare", {
     const rows = summaries.map((s) => [
       s.method,
       ...METRICS.map(([name, , pct]) => cell(s.metrics[name], pct)),
-      `${cell(s.metrics["seconds"], false).replace(/\.000/g, "")} s`,
+      cell(s.metrics["seconds"], "s"),
     ]);
     for (const [label, e] of [["random encoder (untrained)", untrained], ["raw pixels", pixels]] as const) {
       const s = single(e);
@@ -96,7 +100,7 @@ export const compareCommand = Command.make("compare", {
     rows.push([
       `${pcl.split(" (")[0]} − InfoNCE, paired`,
       ...METRICS.map(([name, , pct]) => diffCell(difference[name]!, pct)),
-      `${diffCell(difference["seconds"]!, false).replace(/\.000/g, "")} s`,
+      diffCell(difference["seconds"]!, "s"),
     ]);
     const widths = header.map((h, c) => Math.max(h.length, ...rows.map((r) => r[c]!.length)));
     const line = (r: string[]) => r.map((v, c) => v.padEnd(widths[c]!)).join("  ").trimEnd();
