@@ -1,6 +1,6 @@
 // GFLOP/s of the convolution kernels at every layer shape of convnet / convnet5 (MNIST, batch 256) and ResNet-18 with
 // the CIFAR stem (batch 64), best of several repetitions, each as a ratio of the project's matmul on the same GEMM.
-// Run: deno task bench:conv [repetitions, default 3] [convnet5 | resnet18-cifar, default both]
+// Run: deno task bench:conv [repetitions, default 3] [convnet5 | resnet18-cifar | all, default all] [layer name part]
 //
 // A first layer's input gradient is not timed: training never asks for the gradient of the images.
 //
@@ -23,7 +23,8 @@ import {
 
 const REPEAT = 2;
 const repetitions = Number(Deno.args[0] ?? 3);
-const only = Deno.args[1];
+const only = Deno.args[1] === "all" ? undefined : Deno.args[1];
+const layerFilter = Deno.args[2];
 
 interface Layer {
   readonly name: string;
@@ -98,6 +99,7 @@ const program = (matmul: MatmulOp | undefined) =>
       let forwardMs = 0, trainMs = 0;
       console.log(`\n${model}, batch ${batch}`);
       for (const [index, l] of layers.entries()) {
+        if (layerFilter !== undefined && !l.name.includes(layerFilter)) continue;
         const g = geometryOf(l);
         const yShape = [g.N, g.Cout, g.OH, g.OW];
         const opts = { stride: l.stride, padding: l.padding };
@@ -155,10 +157,13 @@ const program = (matmul: MatmulOp | undefined) =>
         forwardMs += best[0]!;
         for (const t of [x, w, dy, y, dx, dw, ...extra]) t.buffer.destroy();
       }
-      console.log(
-        `${model}'s convolutions alone: forward ${(batch / forwardMs * 1e3).toFixed(0)} images/s, ` +
-          `forward + backward ${(batch / trainMs * 1e3).toFixed(0)} images/s (batch ${batch})`,
-      );
+      // (a model's images/s only when every one of its layers ran)
+      if (layerFilter === undefined) {
+        console.log(
+          `${model}'s convolutions alone: forward ${(batch / forwardMs * 1e3).toFixed(0)} images/s, ` +
+            `forward + backward ${(batch / trainMs * 1e3).toFixed(0)} images/s (batch ${batch})`,
+        );
+      }
     }
     if (ratios.length > 0) {
       const [name, worst] = ratios.reduce((a, b) => (b[1] < a[1] ? b : a));

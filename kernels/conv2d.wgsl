@@ -111,6 +111,27 @@ fn block_of(wid: vec3u, nwg: vec3u) -> u32 {
   return wid.y + wid.z * nwg.y;
 }
 
+// An output pixel as (n, oh, ow). A lane's pixels q, q + WG, q + 2·WG, ... are found by carrying a step of WG pixels
+// in that mixed radix (`pixel_step`), not by dividing: u32 division is scalar code on a CPU's vector lanes.
+struct Pixel { n: u32, oh: u32, ow: u32 }
+
+fn pixel(q: u32) -> Pixel {
+  let ohw = p.OH * p.OW;
+  return Pixel(q / ohw, (q % ohw) / p.OW, q % p.OW);
+}
+
+fn pixel_step() -> Pixel {
+  return Pixel(WG / (p.OH * p.OW), (WG / p.OW) % p.OH, WG % p.OW);
+}
+
+fn advance(a: Pixel, s: Pixel) -> Pixel {
+  let w = a.ow + s.ow;
+  let wrap = w >= p.OW;
+  let h = a.oh + s.oh + select(0u, 1u, wrap);
+  let next = h >= p.OH;
+  return Pixel(a.n + s.n + select(0u, 1u, next), select(h, h - p.OH, next), select(w, w - p.OW, wrap));
+}
+
 // ---- weights, packed ------------------------------------------------------------------------------------------
 //
 // The 16 weights of one step of the forward (16 output channels at one (ci, kh, kw)) lie Cin·KH·KW apart in
@@ -152,28 +173,33 @@ fn pack_backward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg
 
 // ---- forward --------------------------------------------------------------------------------------------------
 
-// Output pixel q (flat over N, OH, OW) as its image's offset in x and the top-left corner of its receptive field.
-fn field(q: u32) -> vec3i {
-  let ohw = p.OH * p.OW;
-  let n = q / ohw;
-  let r = q % ohw;
-  return vec3i(i32(n * p.Cin * p.H * p.W), i32((r / p.OW) * p.sh) - i32(p.ph), i32((r % p.OW) * p.sw) - i32(p.pw));
+// An output pixel as its image's offset in x and the top-left corner of its receptive field. A pixel past the last
+// (in a partial block) reads the last image: computed, never stored.
+fn field(a: Pixel) -> vec3i {
+  let n = min(a.n, p.N - 1u);
+  return vec3i(i32(n * p.Cin * p.H * p.W), i32(a.oh * p.sh) - i32(p.ph), i32(a.ow * p.sw) - i32(p.pw));
 }
 
 fn tap(f: vec3i, kh: u32, kw: u32) -> i32 {
   return inside(f.x, f.y + i32(kh), f.z + i32(kw), p.H, p.W);
 }
 
-fn forward_block(first: u32, co0: u32) -> Block {
-  let last = p.N * p.OH * p.OW - 1u;
-  let f0 = field(min(first, last));
-  let f1 = field(min(first + WG, last));
-  let f2 = field(min(first + 2u * WG, last));
-  let f3 = field(min(first + 3u * WG, last));
-  let f4 = field(min(first + 4u * WG, last));
-  let f5 = field(min(first + 5u * WG, last));
-  let f6 = field(min(first + 6u * WG, last));
-  let f7 = field(min(first + 7u * WG, last));
+fn forward_block(first: Pixel, co0: u32) -> Block {
+  let s = pixel_step();
+  let a1 = advance(first, s);
+  let a2 = advance(a1, s);
+  let a3 = advance(a2, s);
+  let a4 = advance(a3, s);
+  let a5 = advance(a4, s);
+  let a6 = advance(a5, s);
+  let f0 = field(first);
+  let f1 = field(a1);
+  let f2 = field(a2);
+  let f3 = field(a3);
+  let f4 = field(a4);
+  let f5 = field(a5);
+  let f6 = field(a6);
+  let f7 = field(advance(a6, s));
   let HW = p.H * p.W;
   let KHW = p.KH * p.KW;
   let rows = padded(p.Cout) / 4u;
@@ -197,17 +223,19 @@ fn forward_block(first: u32, co0: u32) -> Block {
 // Stores four pixels (columns first, first + WG, ...) of 16 channels from co0 on. Epilogues loop a constant number of
 // times, so that the compiler unrolls them and indexes the block with constants: a loop bound read from the uniforms
 // left the block indexed at run time, which spilled it to memory and made the whole kernel 2x slower on llvmpipe.
-fn store_y(first: u32, co0: u32, m0: mat4x4f, m1: mat4x4f, m2: mat4x4f, m3: mat4x4f) {
+fn store_y(first: Pixel, co0: u32, m0: mat4x4f, m1: mat4x4f, m2: mat4x4f, m3: mat4x4f) {
   let ohw = p.OH * p.OW;
+  let s = pixel_step();
+  var a = first;
   for (var j = 0u; j < 4u; j++) {
-    let q = first + j * WG;
-    let at = ((q / ohw) * p.Cout + co0) * ohw + q % ohw;
+    let at = (a.n * p.Cout + co0) * ohw + a.oh * p.OW + a.ow;
     let v = array<vec4f, 4>(m0[j], m1[j], m2[j], m3[j]);
     for (var i = 0u; i < CH; i++) {
-      if (q < p.N * ohw && co0 + i < p.Cout) {
+      if (a.n < p.N && co0 + i < p.Cout) {
         y[at + i * ohw] = v[i / 4u][i % 4u];
       }
     }
+    a = advance(a, s);
   }
 }
 
@@ -219,9 +247,10 @@ fn forward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3
   if (first - lid.x >= p.N * p.OH * p.OW) {
     return;
   }
-  let b = forward_block(first, co0);
-  store_y(first, co0, b.g0c0, b.g1c0, b.g2c0, b.g3c0);
-  store_y(first + 4u * WG, co0, b.g0c1, b.g1c1, b.g2c1, b.g3c1);
+  let a = pixel(first);
+  let b = forward_block(a, co0);
+  store_y(a, co0, b.g0c0, b.g1c0, b.g2c0, b.g3c0);
+  store_y(pixel(first + 4u * WG), co0, b.g0c1, b.g1c1, b.g2c1, b.g3c1);
 }
 
 // The bias of channels first..first+3, as a matrix whose every column (pixel) gets it.
@@ -239,13 +268,14 @@ fn forward_bias(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg:
   if (first - lid.x >= p.N * p.OH * p.OW) {
     return;
   }
-  let b = forward_block(first, co0);
+  let a = pixel(first);
+  let b = forward_block(a, co0);
   let s0 = bias4(co0);
   let s1 = bias4(co0 + 4u);
   let s2 = bias4(co0 + 8u);
   let s3 = bias4(co0 + 12u);
-  store_y(first, co0, b.g0c0 + s0, b.g1c0 + s1, b.g2c0 + s2, b.g3c0 + s3);
-  store_y(first + 4u * WG, co0, b.g0c1 + s0, b.g1c1 + s1, b.g2c1 + s2, b.g3c1 + s3);
+  store_y(a, co0, b.g0c0 + s0, b.g1c0 + s1, b.g2c0 + s2, b.g3c0 + s3);
+  store_y(pixel(first + 4u * WG), co0, b.g0c1 + s0, b.g1c1 + s1, b.g2c1 + s2, b.g3c1 + s3);
 }
 
 // ---- backward with respect to the input -----------------------------------------------------------------------
@@ -469,7 +499,7 @@ fn column_tap(c: vec3i, image: i32, top: i32, left: i32) -> i32 {
   return inside(image + c.x, top + c.y, left + c.z, p.H, p.W);
 }
 
-fn backward_weight_taps_block(k0: u32, co0: u32, lane: u32) -> Block {
+fn backward_weight_taps_block(k0: u32, co0: u32, lane: u32, q0: u32, q1: u32) -> Block {
   let K = p.Cin * p.KH * p.KW;
   let c0 = weight_column(min(k0, K - 1u));
   let c1 = weight_column(min(k0 + 1u, K - 1u));
@@ -485,32 +515,38 @@ fn backward_weight_taps_block(k0: u32, co0: u32, lane: u32) -> Block {
   let g1 = min(vec4u(co0) + vec4u(4u, 5u, 6u, 7u), vec4u(p.Cout - 1u)) * OHW;
   let g2 = min(vec4u(co0) + vec4u(8u, 9u, 10u, 11u), vec4u(p.Cout - 1u)) * OHW;
   let g3 = min(vec4u(co0) + vec4u(12u, 13u, 14u, 15u), vec4u(p.Cout - 1u)) * OHW;
+  let step = pixel_step();
+  var a = pixel(q0 + lane);
   var b: Block;
-  for (var q = lane; q < p.N * OHW; q += WG) {
-    let n = q / OHW;
-    let r = q % OHW;
-    let image = i32(n * p.Cin * p.H * p.W);
-    let top = i32((r / p.OW) * p.sh);
-    let left = i32((r % p.OW) * p.sw);
+  for (var q = q0 + lane; q < q1; q += WG) {
+    let image = i32(a.n * p.Cin * p.H * p.W);
+    let top = i32(a.oh * p.sh);
+    let left = i32(a.ow * p.sw);
     let o0 = vec4i(column_tap(c0, image, top, left), column_tap(c1, image, top, left),
                    column_tap(c2, image, top, left), column_tap(c3, image, top, left));
     let o1 = vec4i(column_tap(c4, image, top, left), column_tap(c5, image, top, left),
                    column_tap(c6, image, top, left), column_tap(c7, image, top, left));
-    let at = n * p.Cout * OHW + r;
+    let at = a.n * p.Cout * OHW + a.oh * p.OW + a.ow;
     let r0 = dy_channels(g0, at);
     let r1 = dy_channels(g1, at);
     let r2 = dy_channels(g2, at);
     let r3 = dy_channels(g3, at);
     rank1(&b, r0, r1, r2, r3, x4(o0, 0u), x4(o1, 0u));
+    a = advance(a, step);
   }
   return b;
 }
 
 @compute @workgroup_size(WG)
-fn backward_weight_taps(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+fn backward_weight_taps(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: vec3u,
+                        @builtin(num_workgroups) nwg: vec3u) {
   let k0 = wid.x * PIX;
   let co0 = wid.y * CH;
-  var b = backward_weight_taps_block(k0, co0, lid.x);
+  // Chunk wid.z of the pixels (a multiple of WG long, so every lane of a chunk starts at its own first pixel).
+  let P = p.N * p.OH * p.OW;
+  let chunk = (P + nwg.z * WG - 1u) / (nwg.z * WG) * WG;
+  let q0 = min(wid.z * chunk, P);
+  var b = backward_weight_taps_block(k0, co0, lid.x, q0, min(q0 + chunk, P));
   for (var s = WG / 2u; s > 0u; s >>= 1u) {
     if (lid.x >= s && lid.x < 2u * s) {
       partial[lid.x - s] = b;
@@ -522,8 +558,9 @@ fn backward_weight_taps(@builtin(workgroup_id) wid: vec3u, @builtin(local_invoca
     workgroupBarrier();
   }
   if (lid.x == 0u) {
-    store_dw(0u, k0, 1u, co0, b.g0c0, b.g1c0, b.g2c0, b.g3c0);
-    store_dw(0u, k0 + 4u, 1u, co0, b.g0c1, b.g1c1, b.g2c1, b.g3c1);
+    let chunk_at = wid.z * p.Cout * p.Cin * p.KH * p.KW;
+    store_dw(chunk_at, k0, 1u, co0, b.g0c0, b.g1c0, b.g2c0, b.g3c0);
+    store_dw(chunk_at, k0 + 4u, 1u, co0, b.g0c1, b.g1c1, b.g2c1, b.g3c1);
   }
 }
 

@@ -225,6 +225,16 @@ export const conv2dBackwardInput = Effect.fnUntraced(function* (
   return sequence("conv2d", [pack, backward]);
 });
 
+/** dw = the sum of `chunks` partial weight gradients [chunks, Cout, Cin·KH·KW], in chunk order. */
+const sumPartials = Effect.fnUntraced(function* (dw: Tensor, partials: Tensor, g: ConvGeometry, chunks: number) {
+  const gpu = yield* Gpu;
+  return yield* prepare(kernelSpec("sum_partials"), {
+    tensors: bind({ dw, partials }),
+    params: params(g, chunks),
+    workgroups: grid1d(gpu, Math.ceil((g.Cout * g.Cin * g.KH * g.KW) / WG)),
+  });
+});
+
 /**
  * `dw = ∂L/∂w` and, when `dbias` is given, `dbias = ∂L/∂bias`, from x [N, Cin, H, W] and dy [N, Cout, OH, OW]:
  * dw [Cout, Cin, KH, KW] (its shape gives the kernel size), dbias [Cout]; the options are the forward's. Both are
@@ -276,23 +286,21 @@ export const conv2dBackwardWeight = Effect.fnUntraced(function* (
         workgroups: [laneGroups, coBlocks, chunks],
       }),
     );
-    if (chunks > 1) {
-      parts.push(
-        yield* prepare(kernelSpec("sum_partials"), {
-          tensors: bind({ dw, partials: target }),
-          params: params(g, chunks),
-          workgroups: grid1d(gpu, Math.ceil((g.Cout * K) / WG)),
-        }),
-      );
-    }
+    if (chunks > 1) parts.push(yield* sumPartials(dw, target, g, chunks));
   } else {
+    // Workgroups are (8 columns, 16 output channels, a chunk of the pixels): chunks of at least 16 pixels per lane,
+    // enough of them for 64 workgroups. The chunk count depends on the shapes alone, so the bits do too.
+    const blocks = Math.ceil(K / PIX) * coBlocks;
+    const chunks = Math.max(1, Math.min(Math.ceil(64 / blocks), Math.floor(pixels / (16 * WG))));
+    const target = chunks > 1 ? yield* alloc([chunks, g.Cout, K], "f32", `${dw.label} partial sums`) : dw;
     parts.push(
       yield* prepare(kernelSpec("backward_weight_taps"), {
-        tensors: bind({ x, dy, dw }),
+        tensors: bind({ x, dy, dw: target }),
         params: params(g),
-        workgroups: [Math.ceil(K / PIX), coBlocks],
+        workgroups: [Math.ceil(K / PIX), coBlocks, chunks],
       }),
     );
+    if (chunks > 1) parts.push(yield* sumPartials(dw, target, g, chunks));
   }
   if (dbias !== undefined) {
     parts.push(

@@ -180,6 +180,10 @@ const cases: Case[] = [
     bias: true,
   },
   { name: "stride 2, one phase empty", x: [2, 6, 1, 5], w: [5, 6, 1, 3], stride: [2, 2], padding: [0, 1], bias: false },
+  // Cin < 4 (the first layer's weight gradient): 2,697 pixels in 2 uneven chunks, a lane's pixel carried across rows
+  // (64 pixels = 2 rows + 2 columns of 31); then 2,250 pixels of 3x5 images (64 pixels = 4 images + 4 columns).
+  { name: "Cin 1, pixel chunks", x: [3, 1, 29, 31], w: [20, 1, 3, 3], stride: [1, 1], padding: [1, 1], bias: false },
+  { name: "Cin 2, small images", x: [150, 2, 3, 5], w: [5, 2, 3, 3], stride: [1, 1], padding: [1, 1], bias: true },
 ];
 
 cases.forEach((c, i) => {
