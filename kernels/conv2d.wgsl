@@ -111,25 +111,26 @@ fn block_of(wid: vec3u, nwg: vec3u) -> u32 {
   return wid.y + wid.z * nwg.y;
 }
 
-// An output pixel as (n, oh, ow). A lane's pixels q, q + WG, q + 2·WG, ... are found by carrying a step of WG pixels
-// in that mixed radix (`pixel_step`), not by dividing: u32 division is scalar code on a CPU's vector lanes.
-struct Pixel { n: u32, oh: u32, ow: u32 }
+// A pixel of an N x rows x cols grid as (n, row, col) (an output pixel (n, oh, ow), or one of a stride phase's input
+// pixels). A lane's pixels q, q + WG, q + 2·WG, ... are found by carrying a step of WG pixels in that mixed radix
+// (`pixel_step`), not by dividing: u32 division is scalar code on a CPU's vector lanes.
+struct Pixel { n: u32, r: u32, c: u32 }
 
-fn pixel(q: u32) -> Pixel {
-  let ohw = p.OH * p.OW;
-  return Pixel(q / ohw, (q % ohw) / p.OW, q % p.OW);
+fn pixel(q: u32, rows: u32, cols: u32) -> Pixel {
+  let plane = rows * cols;
+  return Pixel(q / plane, (q % plane) / cols, q % cols);
 }
 
-fn pixel_step() -> Pixel {
-  return Pixel(WG / (p.OH * p.OW), (WG / p.OW) % p.OH, WG % p.OW);
+fn pixel_step(rows: u32, cols: u32) -> Pixel {
+  return Pixel(WG / (rows * cols), (WG / cols) % rows, WG % cols);
 }
 
-fn advance(a: Pixel, s: Pixel) -> Pixel {
-  let w = a.ow + s.ow;
-  let wrap = w >= p.OW;
-  let h = a.oh + s.oh + select(0u, 1u, wrap);
-  let next = h >= p.OH;
-  return Pixel(a.n + s.n + select(0u, 1u, next), select(h, h - p.OH, next), select(w, w - p.OW, wrap));
+fn advance(a: Pixel, s: Pixel, rows: u32, cols: u32) -> Pixel {
+  let c = a.c + s.c;
+  let wrap = c >= cols;
+  let r = a.r + s.r + select(0u, 1u, wrap);
+  let next = r >= rows;
+  return Pixel(a.n + s.n + select(0u, 1u, next), select(r, r - rows, next), select(c, c - cols, wrap));
 }
 
 // ---- weights, packed ------------------------------------------------------------------------------------------
@@ -177,7 +178,15 @@ fn pack_backward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg
 // (in a partial block) reads the last image: computed, never stored.
 fn field(a: Pixel) -> vec3i {
   let n = min(a.n, p.N - 1u);
-  return vec3i(i32(n * p.Cin * p.H * p.W), i32(a.oh * p.sh) - i32(p.ph), i32(a.ow * p.sw) - i32(p.pw));
+  return vec3i(i32(n * p.Cin * p.H * p.W), i32(a.r * p.sh) - i32(p.ph), i32(a.c * p.sw) - i32(p.pw));
+}
+
+fn output_pixel(q: u32) -> Pixel {
+  return pixel(q, p.OH, p.OW);
+}
+
+fn next_output_pixel(a: Pixel, s: Pixel) -> Pixel {
+  return advance(a, s, p.OH, p.OW);
 }
 
 fn tap(f: vec3i, kh: u32, kw: u32) -> i32 {
@@ -185,13 +194,13 @@ fn tap(f: vec3i, kh: u32, kw: u32) -> i32 {
 }
 
 fn forward_block(first: Pixel, co0: u32) -> Block {
-  let s = pixel_step();
-  let a1 = advance(first, s);
-  let a2 = advance(a1, s);
-  let a3 = advance(a2, s);
-  let a4 = advance(a3, s);
-  let a5 = advance(a4, s);
-  let a6 = advance(a5, s);
+  let s = pixel_step(p.OH, p.OW);
+  let a1 = next_output_pixel(first, s);
+  let a2 = next_output_pixel(a1, s);
+  let a3 = next_output_pixel(a2, s);
+  let a4 = next_output_pixel(a3, s);
+  let a5 = next_output_pixel(a4, s);
+  let a6 = next_output_pixel(a5, s);
   let f0 = field(first);
   let f1 = field(a1);
   let f2 = field(a2);
@@ -199,7 +208,7 @@ fn forward_block(first: Pixel, co0: u32) -> Block {
   let f4 = field(a4);
   let f5 = field(a5);
   let f6 = field(a6);
-  let f7 = field(advance(a6, s));
+  let f7 = field(next_output_pixel(a6, s));
   let HW = p.H * p.W;
   let KHW = p.KH * p.KW;
   let rows = padded(p.Cout) / 4u;
@@ -225,17 +234,17 @@ fn forward_block(first: Pixel, co0: u32) -> Block {
 // left the block indexed at run time, which spilled it to memory and made the whole kernel 2x slower on llvmpipe.
 fn store_y(first: Pixel, co0: u32, m0: mat4x4f, m1: mat4x4f, m2: mat4x4f, m3: mat4x4f) {
   let ohw = p.OH * p.OW;
-  let s = pixel_step();
+  let s = pixel_step(p.OH, p.OW);
   var a = first;
   for (var j = 0u; j < 4u; j++) {
-    let at = (a.n * p.Cout + co0) * ohw + a.oh * p.OW + a.ow;
+    let at = (a.n * p.Cout + co0) * ohw + a.r * p.OW + a.c;
     let v = array<vec4f, 4>(m0[j], m1[j], m2[j], m3[j]);
     for (var i = 0u; i < CH; i++) {
       if (a.n < p.N && co0 + i < p.Cout) {
         y[at + i * ohw] = v[i / 4u][i % 4u];
       }
     }
-    a = advance(a, s);
+    a = next_output_pixel(a, s);
   }
 }
 
@@ -247,10 +256,10 @@ fn forward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3
   if (first - lid.x >= p.N * p.OH * p.OW) {
     return;
   }
-  let a = pixel(first);
+  let a = output_pixel(first);
   let b = forward_block(a, co0);
   store_y(a, co0, b.g0c0, b.g1c0, b.g2c0, b.g3c0);
-  store_y(pixel(first + 4u * WG), co0, b.g0c1, b.g1c1, b.g2c1, b.g3c1);
+  store_y(output_pixel(first + 4u * WG), co0, b.g0c1, b.g1c1, b.g2c1, b.g3c1);
 }
 
 // The bias of channels first..first+3, as a matrix whose every column (pixel) gets it.
@@ -268,14 +277,14 @@ fn forward_bias(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg:
   if (first - lid.x >= p.N * p.OH * p.OW) {
     return;
   }
-  let a = pixel(first);
+  let a = output_pixel(first);
   let b = forward_block(a, co0);
   let s0 = bias4(co0);
   let s1 = bias4(co0 + 4u);
   let s2 = bias4(co0 + 8u);
   let s3 = bias4(co0 + 12u);
   store_y(a, co0, b.g0c0 + s0, b.g1c0 + s1, b.g2c0 + s2, b.g3c0 + s3);
-  store_y(pixel(first + 4u * WG), co0, b.g0c1 + s0, b.g1c1 + s1, b.g2c1 + s2, b.g3c1 + s3);
+  store_y(output_pixel(first + 4u * WG), co0, b.g0c1 + s0, b.g1c1 + s1, b.g2c1 + s2, b.g3c1 + s3);
 }
 
 // ---- backward with respect to the input -----------------------------------------------------------------------
@@ -306,28 +315,33 @@ fn phase_of(k: u32) -> Phase {
   );
 }
 
-// Input pixel t of a phase as its image's offset in dy and the output row and column its first tap reads.
-fn source(ph: Phase, t: u32) -> vec3i {
-  let plane = ph.AH * ph.AW;
-  let n = t / plane;
-  let r = t % plane;
-  return vec3i(i32(n * p.Cout * p.OH * p.OW), i32(r / ph.AW + ph.ch), i32(r % ph.AW + ph.cw));
+// Input pixel a of a phase as its image's offset in dy and the output row and column its first tap reads. A pixel
+// past the last (in a partial block) reads the last image: computed, never stored.
+fn source(ph: Phase, a: Pixel) -> vec3i {
+  let n = min(a.n, p.N - 1u);
+  return vec3i(i32(n * p.Cout * p.OH * p.OW), i32(a.r + ph.ch), i32(a.c + ph.cw));
 }
 
 fn source_tap(s: vec3i, th: u32, tw: u32) -> i32 {
   return inside(s.x, s.y - i32(th), s.z - i32(tw), p.OH, p.OW);
 }
 
-fn backward_input_block(ph: Phase, first: u32, ci0: u32) -> Block {
-  let last = p.N * ph.AH * ph.AW - 1u;
-  let s0 = source(ph, min(first, last));
-  let s1 = source(ph, min(first + WG, last));
-  let s2 = source(ph, min(first + 2u * WG, last));
-  let s3 = source(ph, min(first + 3u * WG, last));
-  let s4 = source(ph, min(first + 4u * WG, last));
-  let s5 = source(ph, min(first + 5u * WG, last));
-  let s6 = source(ph, min(first + 6u * WG, last));
-  let s7 = source(ph, min(first + 7u * WG, last));
+fn backward_input_block(ph: Phase, first: Pixel, ci0: u32) -> Block {
+  let step = pixel_step(ph.AH, ph.AW);
+  let a1 = advance(first, step, ph.AH, ph.AW);
+  let a2 = advance(a1, step, ph.AH, ph.AW);
+  let a3 = advance(a2, step, ph.AH, ph.AW);
+  let a4 = advance(a3, step, ph.AH, ph.AW);
+  let a5 = advance(a4, step, ph.AH, ph.AW);
+  let a6 = advance(a5, step, ph.AH, ph.AW);
+  let s0 = source(ph, first);
+  let s1 = source(ph, a1);
+  let s2 = source(ph, a2);
+  let s3 = source(ph, a3);
+  let s4 = source(ph, a4);
+  let s5 = source(ph, a5);
+  let s6 = source(ph, a6);
+  let s7 = source(ph, advance(a6, step, ph.AH, ph.AW));
   let OHW = p.OH * p.OW;
   let KHW = p.KH * p.KW;
   let rows = padded(p.Cin) / 4u;
@@ -357,24 +371,25 @@ fn backward_input(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nw
   if (first - lid.x >= p.N * plane) {
     return;
   }
-  let b = backward_input_block(ph, first, ci0);
-  store_dx(ph, first, ci0, b.g0c0, b.g1c0, b.g2c0, b.g3c0);
-  store_dx(ph, first + 4u * WG, ci0, b.g0c1, b.g1c1, b.g2c1, b.g3c1);
+  let a = pixel(first, ph.AH, ph.AW);
+  let b = backward_input_block(ph, a, ci0);
+  store_dx(ph, a, ci0, b.g0c0, b.g1c0, b.g2c0, b.g3c0);
+  store_dx(ph, pixel(first + 4u * WG, ph.AH, ph.AW), ci0, b.g0c1, b.g1c1, b.g2c1, b.g3c1);
 }
 
-fn store_dx(ph: Phase, first: u32, ci0: u32, m0: mat4x4f, m1: mat4x4f, m2: mat4x4f, m3: mat4x4f) {
+fn store_dx(ph: Phase, first: Pixel, ci0: u32, m0: mat4x4f, m1: mat4x4f, m2: mat4x4f, m3: mat4x4f) {
   let HW = p.H * p.W;
-  let plane = ph.AH * ph.AW;
+  let step = pixel_step(ph.AH, ph.AW);
+  var a = first;
   for (var j = 0u; j < 4u; j++) {
-    let t = first + j * WG;
-    let r = t % plane;
-    let at = ((t / plane) * p.Cin + ci0) * HW + (ph.qh + (r / ph.AW) * p.sh) * p.W + ph.qw + (r % ph.AW) * p.sw;
+    let at = (a.n * p.Cin + ci0) * HW + (ph.qh + a.r * p.sh) * p.W + ph.qw + a.c * p.sw;
     let v = array<vec4f, 4>(m0[j], m1[j], m2[j], m3[j]);
     for (var i = 0u; i < CH; i++) {
-      if (t < p.N * plane && ci0 + i < p.Cin) {
+      if (a.n < p.N && ci0 + i < p.Cin) {
         dx[at + i * HW] = v[i / 4u][i % 4u];
       }
     }
+    a = advance(a, step, ph.AH, ph.AW);
   }
 }
 
@@ -515,24 +530,24 @@ fn backward_weight_taps_block(k0: u32, co0: u32, lane: u32, q0: u32, q1: u32) ->
   let g1 = min(vec4u(co0) + vec4u(4u, 5u, 6u, 7u), vec4u(p.Cout - 1u)) * OHW;
   let g2 = min(vec4u(co0) + vec4u(8u, 9u, 10u, 11u), vec4u(p.Cout - 1u)) * OHW;
   let g3 = min(vec4u(co0) + vec4u(12u, 13u, 14u, 15u), vec4u(p.Cout - 1u)) * OHW;
-  let step = pixel_step();
-  var a = pixel(q0 + lane);
+  let step = pixel_step(p.OH, p.OW);
+  var a = output_pixel(q0 + lane);
   var b: Block;
   for (var q = q0 + lane; q < q1; q += WG) {
     let image = i32(a.n * p.Cin * p.H * p.W);
-    let top = i32(a.oh * p.sh);
-    let left = i32(a.ow * p.sw);
+    let top = i32(a.r * p.sh);
+    let left = i32(a.c * p.sw);
     let o0 = vec4i(column_tap(c0, image, top, left), column_tap(c1, image, top, left),
                    column_tap(c2, image, top, left), column_tap(c3, image, top, left));
     let o1 = vec4i(column_tap(c4, image, top, left), column_tap(c5, image, top, left),
                    column_tap(c6, image, top, left), column_tap(c7, image, top, left));
-    let at = a.n * p.Cout * OHW + a.oh * p.OW + a.ow;
+    let at = a.n * p.Cout * OHW + a.r * p.OW + a.c;
     let r0 = dy_channels(g0, at);
     let r1 = dy_channels(g1, at);
     let r2 = dy_channels(g2, at);
     let r3 = dy_channels(g3, at);
     rank1(&b, r0, r1, r2, r3, x4(o0, 0u), x4(o1, 0u));
-    a = advance(a, step);
+    a = next_output_pixel(a, step);
   }
   return b;
 }
