@@ -271,7 +271,7 @@ export const conv2dBackwardWeight = Effect.fnUntraced(function* (
       yield* prepare(kernelSpec("pack_output_grad"), {
         tensors: bind({ dy, packed }),
         params: params(g),
-        workgroups: grid1d(gpu, Math.ceil(packedSize / WG)),
+        workgroups: grid1d(gpu, Math.ceil(packedSize / CH / WG)),
       }),
     );
     // Lanes are (8 input channels, tap); the pixels split into chunks when that leaves under 64 workgroups. The chunk
