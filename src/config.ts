@@ -30,6 +30,11 @@ export const ModelConfig = Schema.Struct({
    * learning rate). Measured on mnist-reference in docs/results.md.
    */
   convInit: Schema.Literals(["kaiming-normal-fan-out", "uniform-fan-in"]).pipe(def("kaiming-normal-fan-out")),
+  /**
+   * The channels of every convolution times this (`convnet` and `convnet5` only; absent = 1): 0.5 is about a quarter
+   * of the FLOPs, so four times the epochs in the same time (docs/quality-log.md).
+   */
+  width: Schema.optionalKey(Positive),
 });
 
 export const OptimizerConfig = Schema.Struct({
@@ -151,6 +156,9 @@ const checkConsistency = (c: TrainConfig, path: string) => {
   }
   if (c.batchSize % c.moco.bnGroups !== 0 || c.batchSize / c.moco.bnGroups < 2) {
     problems.push(`moco.bnGroups (${c.moco.bnGroups}) must divide batchSize (${c.batchSize}) into groups of 2 or more`);
+  }
+  if (c.model.width !== undefined && c.model.arch !== "convnet" && c.model.arch !== "convnet5") {
+    problems.push(`model.width applies to convnet and convnet5, not ${c.model.arch}`);
   }
   if (c.pcl.enabled && c.warmupEpochs >= c.epochs) {
     problems.push(`warmupEpochs (${c.warmupEpochs}) leaves no PCL epoch out of ${c.epochs}`);

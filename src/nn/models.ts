@@ -23,34 +23,47 @@ const convBnRelu = (p: ParamBuilder, i: number, inC: number, outC: number, strid
   relu,
 ];
 
-/** The small encoder for 28x28 grey images: three conv3x3 + BN + ReLU (32, 64 s2, 128 s2), global average pool. */
-export const convnet = (p: ParamBuilder, inChannels = 1, init?: ConvInit) => ({
-  backbone: sequential(
-    ...convBnRelu(p, 1, inChannels, 32, 1, init),
-    ...convBnRelu(p, 2, 32, 64, 2, init),
-    ...convBnRelu(p, 3, 64, 128, 2, init),
-    globalAvgPoolLayer,
-  ),
-  features: 128,
-});
+/** `channels` times `width`, rounded, at least 1 (the convnets' `model.width`). */
+const scaled = (channels: number, width: number) => Math.max(1, Math.round(channels * width));
 
 /**
- * `convnet` with two more conv3x3 + BN + ReLU (32, 64 s2, 128 s2, 128 s2, 128), global average pool: 128 features.
- * Named for its five convolutions. The reason for it is the receptive field: `convnet`'s last layer sees a 9x9 patch
- * of a 28x28 image (7x7 positions before the pool), so its pooled feature is a bag of local strokes; here each of the
- * 4x4 positions before the pool sees 33x33, the whole image, and the pool averages views of the whole digit.
+ * The small encoder for 28x28 grey images: three conv3x3 + BN + ReLU (32, 64 s2, 128 s2, each times `width`), global
+ * average pool.
  */
-export const convnet5 = (p: ParamBuilder, inChannels = 1, init?: ConvInit) => ({
-  backbone: sequential(
-    ...convBnRelu(p, 1, inChannels, 32, 1, init),
-    ...convBnRelu(p, 2, 32, 64, 2, init),
-    ...convBnRelu(p, 3, 64, 128, 2, init),
-    ...convBnRelu(p, 4, 128, 128, 2, init),
-    ...convBnRelu(p, 5, 128, 128, 1, init),
-    globalAvgPoolLayer,
-  ),
-  features: 128,
-});
+export const convnet = (p: ParamBuilder, inChannels = 1, init?: ConvInit, width = 1) => {
+  const [c1, c2, c3] = [32, 64, 128].map((c) => scaled(c, width));
+  return {
+    backbone: sequential(
+      ...convBnRelu(p, 1, inChannels, c1, 1, init),
+      ...convBnRelu(p, 2, c1, c2, 2, init),
+      ...convBnRelu(p, 3, c2, c3, 2, init),
+      globalAvgPoolLayer,
+    ),
+    features: c3,
+  };
+};
+
+/**
+ * `convnet` with two more conv3x3 + BN + ReLU (32, 64 s2, 128 s2, 128 s2, 128, each times `width`), global average
+ * pool: 128 · width features. Named for its five convolutions. The reason for it is the receptive field: `convnet`'s
+ * last layer sees a 9x9 patch of a 28x28 image (7x7 positions before the pool), so its pooled feature is a bag of local
+ * strokes; here each of the 4x4 positions before the pool sees 33x33, the whole image, and the pool averages views of
+ * the whole digit.
+ */
+export const convnet5 = (p: ParamBuilder, inChannels = 1, init?: ConvInit, width = 1) => {
+  const [c1, c2, c3] = [32, 64, 128].map((c) => scaled(c, width));
+  return {
+    backbone: sequential(
+      ...convBnRelu(p, 1, inChannels, c1, 1, init),
+      ...convBnRelu(p, 2, c1, c2, 2, init),
+      ...convBnRelu(p, 3, c2, c3, 2, init),
+      ...convBnRelu(p, 4, c3, c3, 2, init),
+      ...convBnRelu(p, 5, c3, c3, 1, init),
+      globalAvgPoolLayer,
+    ),
+    features: c3,
+  };
+};
 
 /** y = relu(body(x) + shortcut(x)), the shortcut being the identity when absent. */
 export const residual = (body: Module, shortcut: Module | undefined): Module => ({
@@ -197,6 +210,8 @@ export interface EncoderSpec {
   readonly dim: number;
   /** How the backbone's convolutions start (default `kaiming-normal-fan-out`, torchvision's). */
   readonly convInit?: ConvInit | undefined;
+  /** The convnets' channels times this (default 1). */
+  readonly width?: number | undefined;
 }
 
 /** A backbone, a projection head and the output normalisation, with all their parameters in one store. */
@@ -212,9 +227,9 @@ export interface Encoder {
 const backboneOf = (p: ParamBuilder, spec: EncoderSpec): { readonly backbone: Module; readonly features: number } => {
   switch (spec.arch) {
     case "convnet":
-      return convnet(p, spec.inChannels, spec.convInit);
+      return convnet(p, spec.inChannels, spec.convInit, spec.width);
     case "convnet5":
-      return convnet5(p, spec.inChannels, spec.convInit);
+      return convnet5(p, spec.inChannels, spec.convInit, spec.width);
     case "resnet18-cifar":
       return resnet18(p, "cifar", spec.inChannels, spec.convInit);
     case "resnet18-imagenet":

@@ -69,6 +69,21 @@ gpuTest(
 );
 
 gpuTest(
+  "nn: convnet5 at width 0.5 has the port's WIDTH=0.5 shapes (16, 32, 64, 64, 64 channels), 64 features, its FLOPs",
+  Effect.gen(function* () {
+    const spec = { arch: "convnet5", inChannels: 1, head: "mlp", hidden: 128, dim: 64, width: 0.5 } as const;
+    const enc = yield* encoder(spec, 0);
+    const convs = enc.params.parameters.filter((e) => e.name.startsWith("conv")).map((e) => [...e.shape]);
+    assert.deepEqual(convs, [[16, 1, 3, 3], [32, 16, 3, 3], [64, 32, 3, 3], [64, 64, 3, 3], [64, 64, 3, 3]]);
+    assert.deepEqual([...enc.params.parameters.find((e) => e.name === "fc.0.weight")!.shape], [128, 64]);
+    assert.equal(enc.features, 64);
+    // 28², 14², 7², 4², 4² positions; the head 64 → 128 → 64.
+    const convFlops = 2 * 9 * (16 * 1 * 784 + 32 * 16 * 196 + 64 * 32 * 49 + 2 * 64 * 64 * 16);
+    assert.equal(yield* flopsPerImage(enc, [1, 28, 28]), convFlops + 2 * (64 * 128 + 128 * 64));
+  }),
+);
+
+gpuTest(
   "nn: convnet5 has the PyTorch port's parameter names, shapes and count, and gives 128 features on 28x28",
   Effect.gen(function* () {
     const gpu = yield* Gpu;

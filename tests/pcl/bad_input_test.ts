@@ -43,6 +43,17 @@ Deno.test("bad input: config errors and overrides leave a finished run untouched
         /Expected an integer.*\n.*"train"\]\["limit"\]|"limit"/,
       ],
       [
+        "model.width on a ResNet",
+        [
+          "--config",
+          await yaml(dir, "width", {
+            ...tinyConfig,
+            model: { ...tinyConfig.model, arch: "resnet18-cifar", width: 0.5 },
+          }),
+        ],
+        /model\.width applies to convnet and convnet5, not resnet18-cifar/,
+      ],
+      [
         "--epochs 3 on a finished cosine run",
         ["--config", good, "--epochs", "3"],
         /differs .* in: epochs\. A cosine schedule's rates all depend on the epoch count/,
