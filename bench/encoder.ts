@@ -61,6 +61,13 @@ const configs: Config[] = [
     breakdownRepetitions: 1,
   },
   {
+    name: "convnet5 width 0.5 + MLP head",
+    spec: { arch: "convnet5", inChannels: 1, head: "mlp", hidden: 128, dim: 64, width: 0.5 },
+    input: [256, 1, 28, 28],
+    steps: 2,
+    breakdownRepetitions: 1,
+  },
+  {
     name: "resnet18 (CIFAR) + linear head",
     spec: { arch: "resnet18-cifar", inChannels: 3, head: "linear", dim: 128 },
     input: [64, 3, 32, 32],
