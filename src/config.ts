@@ -98,6 +98,12 @@ export const EvaluationConfig = Schema.Struct({
   bank: Schema.optionalKey(Source),
   /** Evaluate every N epochs (0: only after the last epoch). */
   every: NonNegInt.pipe(def(0)),
+  /**
+   * Images per forward pass when encoding: the E-step, the evaluation, `stage encode` (the training batch when absent).
+   * BN runs on its running statistics there, so features do not depend on it beyond float rounding; a larger batch is
+   * faster on a CPU (fewer dispatches per image) and holds more activations.
+   */
+  batchSize: Schema.optionalKey(PosInt),
   probeImages: PosInt.pipe(def(10000)),
 });
 
@@ -224,7 +230,7 @@ export const configDiff = (a: unknown, b: unknown, prefix = ""): string[] => {
 /** The evaluation view (E-step, evaluation, `stage encode`): the preset's side and normalisation, no randomness. */
 export const evaluationView = (c: TrainConfig) => {
   const p = presetOf(c);
-  return { side: p.side, mean: p.mean, std: p.std, batch: c.batchSize };
+  return { side: p.side, mean: p.mean, std: p.std, batch: c.evaluation.batchSize ?? c.batchSize };
 };
 
 /** The encoder a config describes, for a dataset's channels. */

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { Effect } from "effect";
-import { configJson, decodeConfig, loadConfig, type TrainConfig } from "../../src/config.ts";
+import { configJson, decodeConfig, evaluationView, loadConfig, type TrainConfig } from "../../src/config.ts";
 import { Gpu } from "../../src/gpu/gpu.ts";
 import { readSafetensors, type SafeTensor } from "../../src/io/safetensors.ts";
 import { ConfigMismatch, train } from "../../src/pcl/train.ts";
@@ -47,6 +47,14 @@ Deno.test("config: every shipped pipelines/*.yaml decodes", async () => {
     const config = await Effect.runPromise(loadConfig(new URL(f, dir).pathname));
     assert.ok(config.epochs > 0, f);
   }
+});
+
+Deno.test("config: the encoding batch is evaluation.batchSize, else the training batch", async () => {
+  assert.equal(evaluationView(await decode(tinyConfig)).batch, tinyConfig.batchSize);
+  const larger = await decode({ ...tinyConfig, evaluation: { batchSize: 256 } });
+  assert.equal(evaluationView(larger).batch, 256);
+  // An optional key: a config without it keeps the identity (and the checkpoints) it had before the key existed.
+  assert.ok(!("batchSize" in (configJson(await decode(tinyConfig)).evaluation as object)));
 });
 
 effectTest(
