@@ -405,9 +405,10 @@ fn store_dx(ph: Phase, first: Pixel, ci0: u32, m0: mat4x4f, m1: mat4x4f, m2: mat
 // chunk writing its partial dw, which sum_partials adds in chunk order. Deterministic, no atomics.
 //
 // backward_weight_taps (Cin < 4, where 8 channels per lane would mostly idle): a workgroup owns 16 output channels x
-// 8 consecutive (ci, kh, kw) columns; its lanes split the pixels (lane l takes pixels l, l + WG, ...), then a fixed
-// binary tree in workgroup memory adds the WG partial blocks. It reads dy as it is: at Cin = 1 the repacking would
-// cost more than it saves. Measured 2-2.5x slower than backward_weight at Cin >= 8, over 2x faster at Cin = 1.
+// 8 consecutive (ci, kh, kw) columns and one chunk of the pixels (grid z, as above); its lanes split the chunk (lane l
+// takes pixels l, l + WG, ...), then a fixed binary tree in workgroup memory adds the WG partial blocks. It reads dy
+// as it is: at Cin = 1 the repacking would cost more than it saves. Measured 2-2.5x slower than backward_weight at
+// Cin >= 8, over 2x faster at Cin = 1.
 
 // One invocation per (16 output channels, pixel): the divisions are paid once per 16 values, and consecutive lanes
 // read consecutive pixels of a channel.
