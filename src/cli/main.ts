@@ -109,13 +109,27 @@ const summary = (r: TrainResult, config: TrainConfig, pixels: Evaluation | undef
       const rows: Array<[string, Evaluation | undefined]> = [["learned features", e], ["raw pixels", pixels]];
       const knn = Object.keys(e.knn ?? {});
       const head = ["", ...knn.map((k) => `kNN ${k.replace("k", "k=")}`), "linear", "AMI", "NMI", "ARI", "ACC"];
-      const table = rows.filter(([, v]) => v !== undefined).map(([label, v]) => [
-        label,
-        ...knn.map((k) => pct(v!.knn?.[k] ?? NaN)),
-        pct(v!.linear ?? NaN),
-        ...(["ami", "nmi", "ari"] as const).map((m) => (v!.clustering?.[m] ?? NaN).toFixed(3)),
-        pct(v!.clustering?.acc ?? NaN),
-      ]);
+      // Each row's figures in column order: percentages (kNN, linear, ACC) and scores (AMI, NMI, ARI).
+      const figures = (v: Evaluation) => ({
+        rates: [...knn.map((k) => v.knn?.[k] ?? NaN), v.linear ?? NaN],
+        scores: (["ami", "nmi", "ari"] as const).map((m) => v.clustering?.[m] ?? NaN),
+        acc: v.clustering?.acc ?? NaN,
+      });
+      const table = rows.filter(([, v]) => v !== undefined).map(([label, v]) => {
+        const f = figures(v!);
+        return [label, ...f.rates.map(pct), ...f.scores.map((x) => x.toFixed(3)), pct(f.acc)];
+      });
+      if (pixels !== undefined) {
+        // The gain itself: percentage points for the rates, differences of the scores.
+        const [a, b] = [figures(e), figures(pixels)];
+        const signed = (d: number, digits: number) => `${d >= 0 ? "+" : "−"}${Math.abs(d).toFixed(digits)}`;
+        table.push([
+          "learned − pixels",
+          ...a.rates.map((x, i) => signed(100 * (x - b.rates[i]!), 1)),
+          ...a.scores.map((x, i) => signed(x - b.scores[i]!, 3)),
+          signed(100 * (a.acc - b.acc), 1),
+        ]);
+      }
       const widths = head.map((h, c) => Math.max(h.length, ...table.map((r) => r[c]!.length)));
       const line = (r: string[]) => `    ${r.map((v, c) => v.padEnd(widths[c]!)).join("  ").trimEnd()}`;
       lines.push(

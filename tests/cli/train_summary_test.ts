@@ -28,4 +28,15 @@ Deno.test("cli: the training summary shows the learned features beside the raw p
     assert.match(r.out, /\s+kNN k=20\s+kNN k=200\s+linear\s+AMI\s+NMI\s+ARI\s+ACC/);
     assert.deepEqual(shown("learned features")?.slice(1), row(learned));
     assert.deepEqual(shown("raw pixels")?.slice(1), row(pixels));
+    // The gain, signed: points for the rates, differences for the scores.
+    const signed = (d: number, digits: number) => `${d >= 0 ? "+" : "−"}${Math.abs(d).toFixed(digits)}`;
+    assert.deepEqual(shown("learned − pixels")?.slice(1), [
+      signed(100 * (learned.knn.k20 - pixels.knn.k20), 1),
+      signed(100 * (learned.knn.k200 - pixels.knn.k200), 1),
+      signed(100 * (learned.linear - pixels.linear), 1),
+      signed(learned.clustering.ami - pixels.clustering.ami, 3),
+      signed(learned.clustering.nmi - pixels.clustering.nmi, 3),
+      signed(learned.clustering.ari - pixels.clustering.ari, 3),
+      signed(100 * (learned.clustering.acc - pixels.clustering.acc), 1),
+    ]);
   }));
