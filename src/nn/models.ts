@@ -23,25 +23,30 @@ const convBnRelu = (p: ParamBuilder, i: number, inC: number, outC: number, strid
   relu,
 ];
 
-/** `channels` times `width`, rounded, at least 1 (the convnets' `model.width`). */
-const scaled = (channels: number, width: number) => Math.max(1, Math.round(channels * width));
+/** conv3x3 + BN + ReLU layers of (channels times `width`, stride), then the global average pool. */
+const convStack = (
+  p: ParamBuilder,
+  inChannels: number,
+  init: ConvInit | undefined,
+  width: number,
+  plan: ReadonlyArray<readonly [number, number]>,
+) => {
+  let channels = inChannels;
+  const layers = plan.flatMap(([out, stride], i) => {
+    const c = Math.max(1, Math.round(out * width));
+    const layer = convBnRelu(p, i + 1, channels, c, stride, init);
+    channels = c;
+    return layer;
+  });
+  return { backbone: sequential(...layers, globalAvgPoolLayer), features: channels };
+};
 
 /**
  * The small encoder for 28x28 grey images: three conv3x3 + BN + ReLU (32, 64 s2, 128 s2, each times `width`), global
  * average pool.
  */
-export const convnet = (p: ParamBuilder, inChannels = 1, init?: ConvInit, width = 1) => {
-  const [c1, c2, c3] = [32, 64, 128].map((c) => scaled(c, width));
-  return {
-    backbone: sequential(
-      ...convBnRelu(p, 1, inChannels, c1, 1, init),
-      ...convBnRelu(p, 2, c1, c2, 2, init),
-      ...convBnRelu(p, 3, c2, c3, 2, init),
-      globalAvgPoolLayer,
-    ),
-    features: c3,
-  };
-};
+export const convnet = (p: ParamBuilder, inChannels = 1, init?: ConvInit, width = 1) =>
+  convStack(p, inChannels, init, width, [[32, 1], [64, 2], [128, 2]]);
 
 /**
  * `convnet` with two more conv3x3 + BN + ReLU (32, 64 s2, 128 s2, 128 s2, 128, each times `width`), global average
@@ -50,20 +55,8 @@ export const convnet = (p: ParamBuilder, inChannels = 1, init?: ConvInit, width 
  * strokes; here each of the 4x4 positions before the pool sees 33x33, the whole image, and the pool averages views of
  * the whole digit.
  */
-export const convnet5 = (p: ParamBuilder, inChannels = 1, init?: ConvInit, width = 1) => {
-  const [c1, c2, c3] = [32, 64, 128].map((c) => scaled(c, width));
-  return {
-    backbone: sequential(
-      ...convBnRelu(p, 1, inChannels, c1, 1, init),
-      ...convBnRelu(p, 2, c1, c2, 2, init),
-      ...convBnRelu(p, 3, c2, c3, 2, init),
-      ...convBnRelu(p, 4, c3, c3, 2, init),
-      ...convBnRelu(p, 5, c3, c3, 1, init),
-      globalAvgPoolLayer,
-    ),
-    features: c3,
-  };
-};
+export const convnet5 = (p: ParamBuilder, inChannels = 1, init?: ConvInit, width = 1) =>
+  convStack(p, inChannels, init, width, [[32, 1], [64, 2], [128, 2], [128, 2], [128, 1]]);
 
 /** y = relu(body(x) + shortcut(x)), the shortcut being the identity when absent. */
 export const residual = (body: Module, shortcut: Module | undefined): Module => ({
