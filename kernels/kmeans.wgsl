@@ -12,7 +12,10 @@
 //   radix_scan     exclusive prefix sum of the digit-major histogram table (one workgroup)
 //   radix_scatter  stable scatter by that digit: after all digits, point indices ordered by (cluster, index)
 //   accumulate     centroid sums over one chunk's members in index order; the last chunk divides by the size
+//   record         where each cluster's members start in the sorted order, and the iteration's sizes, objective
+//                  partials and centroids copied into the window's slot (read back once per window)
 //   split          copies and perturbs centroids for empty clusters, as planned on the host
+//   restore        an iteration's centroids and norms back from the window's history (to redo it with splits)
 //   norms          squared norm of each centroid (after an L2 normalisation in spherical mode)
 //   gather         rows picked by index from one source chunk (initial centroids, the training subsample)
 //   pad            a [rows, d] chunk into the padded [rows, 4 * d4] layout
@@ -354,6 +357,46 @@ fn accumulate(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) l
 }
 
 // ---------------------------------------------------------------------------------------------------------------
+// record: after iteration i's assignment, before its update, into slot i of the window. Invocation 0 writes the
+// starts (chunk j's members of cluster c begin at starts[j * k + c] in the sorted order: clusters in order, chunks
+// in order within a cluster); the others copy the cluster sizes and the objective's partial sums (as bits) into the
+// trace slot, and the centroids and their norms, as they are before the update, into the history slot.
+
+struct RecordParams { k: u32, chunks: u32, partials: u32, d4: u32, cnorm4: u32, slot: u32 }
+
+@group(0) @binding(0) var<storage, read> rcounts: array<u32>;
+@group(0) @binding(1) var<storage, read> rpartial: array<u32>;
+@group(0) @binding(2) var<storage, read> rcent: array<vec4f>;
+@group(0) @binding(3) var<storage, read> rcnorm: array<vec4f>;
+@group(0) @binding(4) var<storage, read_write> rstarts: array<u32>;
+@group(0) @binding(5) var<storage, read_write> trace: array<u32>;
+@group(0) @binding(6) var<storage, read_write> history: array<vec4f>;
+@group(1) @binding(0) var<uniform> rp: RecordParams;
+
+@compute @workgroup_size(WG)
+fn record(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: vec3u,
+          @builtin(num_workgroups) nwg: vec3u) {
+  let g = flat(wid, lid, nwg, WG);
+  if (g == 0u) {
+    var at = 0u;
+    for (var c = 0u; c < rp.k; c++) {
+      for (var j = 0u; j < rp.chunks; j++) {
+        rstarts[j * rp.k + c] = at;
+        at += rcounts[j * rp.k + c];
+      }
+    }
+  }
+  let sizes = rp.k * rp.chunks;
+  let t = rp.slot * (sizes + rp.partials);
+  if (g < sizes) { trace[t + g] = rcounts[g]; }
+  if (g < rp.partials) { trace[t + sizes + g] = rpartial[g]; }
+  let c4 = rp.k * rp.d4;
+  let h = rp.slot * (c4 + rp.cnorm4);
+  if (g < c4) { history[h + g] = rcent[g]; }
+  if (g < rp.cnorm4) { history[h + c4 + g] = rcnorm[g]; }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
 // split: one invocation per 4 dims, applying the host's plan in order (a later split may copy an earlier one's
 // result). plan[2s] = the empty cluster, plan[2s + 1] = the cluster it splits. Even dims of the copy grow by
 // 1/1024 and those of the original shrink, odd dims the other way round (faiss's symmetric perturbation).
@@ -380,6 +423,26 @@ fn split(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: v
     scent[ci * pp.d4 + v] = y * grow;
     scent[cj * pp.d4 + v] = y * shrink;
   }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// restore: the centroids and their norms of history slot `slot` (what `record` saw), one invocation per vec4.
+
+struct RestoreParams { k: u32, d4: u32, cnorm4: u32, slot: u32 }
+
+@group(0) @binding(0) var<storage, read> hsrc: array<vec4f>;
+@group(0) @binding(1) var<storage, read_write> hcent: array<vec4f>;
+@group(0) @binding(2) var<storage, read_write> hcnorm: array<vec4f>;
+@group(1) @binding(0) var<uniform> hp: RestoreParams;
+
+@compute @workgroup_size(WG)
+fn restore(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: vec3u,
+           @builtin(num_workgroups) nwg: vec3u) {
+  let g = flat(wid, lid, nwg, WG);
+  let c4 = hp.k * hp.d4;
+  let h = hp.slot * (c4 + hp.cnorm4);
+  if (g < c4) { hcent[g] = hsrc[h + g]; }
+  if (g < hp.cnorm4) { hcnorm[g] = hsrc[h + c4 + g]; }
 }
 
 // ---------------------------------------------------------------------------------------------------------------

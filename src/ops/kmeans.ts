@@ -1,6 +1,7 @@
 /**
- * k-means kernels (kernels/kmeans.wgsl): assignment, objective, the radix sort by cluster, accumulation, splits,
- * norms, gathers. The host-side steps (faiss's seeded choices and split plan) are in src/pcl/faiss.ts.
+ * k-means kernels (kernels/kmeans.wgsl): assignment, objective, the radix sort by cluster, the window's record and
+ * restore, accumulation, splits, norms, gathers. The host-side steps (faiss's seeded choices and split plan) are in
+ * src/pcl/faiss.ts.
  *
  * Matrices are row chunks `[rows, dp]` f32 with `dp` a multiple of 4 (rows padded with zeros), read as vec4.
  */
@@ -173,6 +174,84 @@ export const accumulate = Effect.fnUntraced(function* (
     params: [["u32", k], ["u32", dp / 4], ["u32", first], ["u32", chunk], ["u32", chunks]],
     workgroups: grid1d(gpu, Math.ceil((k * dp) / 4 / WG)),
   });
+});
+
+/** Where an iteration's sizes and objective partials go in the trace, and its centroids and norms in the history. */
+export interface Window {
+  /** u32 [slots · (chunks·k + partials)]: per slot the cluster sizes by chunk, then the partial sums' bits. */
+  readonly trace: Tensor;
+  /** f32 [slots · (k·dp + paddedK(k))]: per slot the centroids, then their squared norms. */
+  readonly history: Tensor;
+  readonly slots: number;
+}
+
+/** Values of one slot of `Window.trace` and `Window.history`. */
+export const windowSlot = (k: number, dp: number, chunks: number, partials: number) => ({
+  trace: chunks * k + partials,
+  history: k * dp + paddedK(k),
+});
+
+const checkWindow = (kernel: string, w: Window, k: number, dp: number, chunks: number, partials: number) => {
+  const slot = windowSlot(k, dp, chunks, partials);
+  return check(
+    kernel,
+    w.trace.dtype === "u32" && w.trace.size >= w.slots * slot.trace && w.history.dtype === "f32" &&
+      w.history.size >= w.slots * slot.history,
+    () => `${w.trace} (u32) and ${w.history} (f32) must hold ${w.slots} slots of ${slot.trace} and ${slot.history}`,
+  );
+};
+
+/**
+ * After an iteration's assignment, before its update: `starts` [chunks·k] from the sizes (clusters in order, chunks
+ * within a cluster), and the sizes, the objective's `partials` sums, the centroids and their norms into `slot`.
+ */
+export const record = Effect.fnUntraced(function* (
+  sizes: Tensor,
+  partial: Tensor,
+  centroids: Tensor,
+  cnorm: Tensor,
+  starts: Tensor,
+  window: Window,
+  slot: number,
+) {
+  const gpu = yield* Gpu;
+  const [k, dp] = centroids.shape as [number, number];
+  const chunks = sizes.size / k, partials = partial.size;
+  yield* check(
+    "kmeans.record",
+    sizes.dtype === "u32" && Number.isInteger(chunks) && starts.dtype === "u32" && starts.size >= sizes.size,
+    () => `${sizes} and ${starts} must be u32 [chunks x ${k}]`,
+  );
+  yield* check("kmeans.record", cnorm.size === paddedK(k), () => `${cnorm} must be f32 [${paddedK(k)}]`);
+  yield* check("kmeans.record", slot >= 0 && slot < window.slots, () => `slot ${slot} of ${window.slots}`);
+  yield* checkWindow("kmeans.record", window, k, dp, chunks, partials);
+  const d4 = dp / 4, cnorm4 = paddedK(k) / 4;
+  return yield* prepare(spec("record"), {
+    tensors: [sizes, partial, centroids, cnorm, starts, window.trace, window.history],
+    params: [["u32", k], ["u32", chunks], ["u32", partials], ["u32", d4], ["u32", cnorm4], ["u32", slot]],
+    workgroups: grid1d(gpu, Math.ceil(Math.max(k * chunks, partials, k * d4, cnorm4) / WG)),
+  });
+});
+
+/** The centroids and norms `record` kept in a slot, written back (choose the slot with `setSlot`). */
+export const restore = Effect.fnUntraced(function* (window: Window, centroids: Tensor, cnorm: Tensor) {
+  const gpu = yield* Gpu;
+  const [k, dp] = centroids.shape as [number, number];
+  yield* check("kmeans.restore", cnorm.size === paddedK(k), () => `${cnorm} must be f32 [${paddedK(k)}]`);
+  const d4 = dp / 4, cnorm4 = paddedK(k) / 4;
+  const params = (slot: number) => [["u32", k], ["u32", d4], ["u32", cnorm4], ["u32", slot]] as const;
+  const dispatch = yield* prepare(spec("restore"), {
+    tensors: [window.history, centroids, cnorm],
+    params: params(0),
+    workgroups: grid1d(gpu, Math.ceil(Math.max(k * d4, cnorm4) / WG)),
+  });
+  return {
+    dispatch,
+    setSlot: (slot: number) => {
+      if (!(slot >= 0 && slot < window.slots)) throw new RangeError(`slot ${slot} of ${window.slots}`);
+      dispatch.setParams(params(slot));
+    },
+  };
 });
 
 /** Applies a split plan (`plan` = pairs [empty, split], `splits` of them; change it with `setSplits`). */

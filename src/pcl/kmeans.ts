@@ -8,9 +8,13 @@
  * means, split empty clusters. The restart with the lowest final objective wins; one last assignment pass over all
  * points then gives `im2cluster` and each point's squared distance to its (unnormalised) centroid.
  *
- * Cost of exactness: each iteration reads back the cluster sizes (chunks x K u32) and the objective's partial sums,
- * because the empty-cluster split is planned on the host with faiss's sequential random scan. That is one submit and
- * one awaited readback per iteration (about 12 ms on llvmpipe, well under 1 ms on a discrete GPU), once per epoch.
+ * Readbacks: the empty-cluster split is planned on the host (faiss's sequential random scan), so the host must see
+ * every iteration's cluster sizes. An awaited readback costs at least 10 ms in Deno (its map polls the device every
+ * 10 ms), more than a whole iteration at PCL's sizes, so iterations run in windows: one submit runs several, each
+ * updated as if no cluster were empty, and records its sizes, objective and centroids; one readback then checks them
+ * in order. Up to the first iteration that has an empty cluster, that is exactly faiss's run; from there the window
+ * is rewound (its centroids restored, its assignment and its update redone with the split plan) and the next window
+ * runs one iteration, doubling while no split comes. Without empty clusters a restart is one readback.
  */
 import { Effect, Schema } from "effect";
 import { Gpu } from "../gpu/gpu.ts";
@@ -44,6 +48,8 @@ export interface KMeansOptions {
   readonly chunkRows?: number;
   /** Initial centroids, K x d, instead of random data points (every restart then starts from them). */
   readonly init?: Float32Array;
+  /** At most this many iterations per submit and readback (default: as many as 32 MiB of history holds). For tests. */
+  readonly window?: number;
 }
 
 export interface ClusterOptions extends Omit<KMeansOptions, "init" | "seed"> {
@@ -242,7 +248,11 @@ interface Resolved {
   readonly maxPointsPerCentroid: number;
   readonly spherical: boolean;
   readonly chunkRows: number | undefined;
+  readonly window: number | undefined;
 }
+
+/** Bytes of centroids and norms a window keeps to rewind to (bounds the iterations per submit at large K x d). */
+const HISTORY_BYTES = 32 * 2 ** 20;
 
 const resolve = (o: KMeansOptions | ClusterOptions): Effect.Effect<Resolved, KMeansError> => {
   const r: Resolved = {
@@ -252,6 +262,7 @@ const resolve = (o: KMeansOptions | ClusterOptions): Effect.Effect<Resolved, KMe
     maxPointsPerCentroid: o.maxPointsPerCentroid ?? PCL_KMEANS.maxPointsPerCentroid,
     spherical: o.spherical ?? PCL_KMEANS.spherical,
     chunkRows: o.chunkRows,
+    window: o.window,
   };
   const bad = !Number.isInteger(r.niter) || r.niter < 0
     ? `niter must be an integer >= 0, not ${r.niter}`
@@ -263,6 +274,8 @@ const resolve = (o: KMeansOptions | ClusterOptions): Effect.Effect<Resolved, KMe
     ? `maxPointsPerCentroid must be an integer >= 1, not ${r.maxPointsPerCentroid}`
     : r.chunkRows !== undefined && (!Number.isInteger(r.chunkRows) || r.chunkRows < 1)
     ? `chunkRows must be an integer >= 1, not ${r.chunkRows}`
+    : r.window !== undefined && (!Number.isInteger(r.window) || r.window < 1)
+    ? `window must be an integer >= 1, not ${r.window}`
     : undefined;
   return bad === undefined ? Effect.succeed(r) : Effect.fail(new KMeansError({ message: `k-means: ${bad}` }));
 };
@@ -302,8 +315,9 @@ const trainingSet = (data: Rows, k: number, o: Resolved, pool: Pool) =>
 
 /**
  * The buffers and dispatches of one K, recorded once: `initialise` (the restart's initial points, then norms),
- * `assign` (nearest centroids, objective partials, the sort by cluster), `update` (means, splits, norms) and `search`
- * (the final assignment of all rows).
+ * `assign` (nearest centroids, objective partials, the sort by cluster), `record[s]` (starts, and the iteration into
+ * slot s of the window), `update` (means, norms), `splitUpdate` (means, splits, norms), `restore` and `search` (the
+ * final assignment of all rows).
  */
 const program = (data: Rows, train: Rows, k: number, o: Resolved, init: Float32Array | undefined, pool: Pool) =>
   Effect.gen(function* () {
@@ -317,7 +331,15 @@ const program = (data: Rows, train: Rows, k: number, o: Resolved, init: Float32A
     const countsT = new Tensor(counts.buffer, [chunksT * k], "u32");
     const starts = yield* pool.alloc([chunksT * k], "u32", "starts");
     const plan = yield* pool.alloc([2 * k], "u32", "split plan");
-    const partial = yield* pool.alloc([Math.ceil(nTrain / K.OBJECTIVE_BLOCK)], "f32", "objective");
+    const partials = Math.ceil(nTrain / K.OBJECTIVE_BLOCK);
+    const partial = yield* pool.alloc([partials], "f32", "objective");
+    const slot = K.windowSlot(k, dp, chunksT, partials);
+    const slots = Math.max(1, Math.min(o.niter, o.window ?? Math.floor(HISTORY_BYTES / (4 * slot.history))));
+    const window: K.Window = {
+      trace: yield* pool.alloc([slots * slot.trace], "u32", "trace"),
+      history: yield* pool.alloc([slots * slot.history], "f32", "history"),
+      slots,
+    };
     const initRows = yield* pool.alloc([k], "u32", "initial rows");
     const scratch: K.RadixScratch = {
       keysA: yield* pool.alloc([nTrain], "u32", "keys A"),
@@ -341,12 +363,16 @@ const program = (data: Rows, train: Rows, k: number, o: Resolved, init: Float32A
     assign.push(yield* K.objectivePartials(dist, nTrain, partial));
     const sort = yield* K.radixSort(labels, nTrain, k, scratch);
     assign.push(...sort.dispatches);
+    const record: Dispatch[] = [];
+    for (let s = 0; s < slots; s++) record.push(yield* K.record(countsT, partial, cent, cnorm, starts, window, s));
+    const restore = yield* K.restore(window, cent, cnorm);
     const splitter = yield* K.split(plan, cent);
-    const update: Dispatch[] = [];
+    const means: Dispatch[] = [];
     for (const [j, ch] of train.chunks.entries()) {
-      update.push(yield* K.accumulate(ch.x, sort.order, starts, countsT, cent, ch.first, j, chunksT));
+      means.push(yield* K.accumulate(ch.x, sort.order, starts, countsT, cent, ch.first, j, chunksT));
     }
-    update.push(splitter.dispatch, normsPost);
+    const update = [...means, normsPost];
+    const splitUpdate = [...means, splitter.dispatch, normsPost];
 
     // The final search over all rows: where training subsampled, into buffers of N.
     const all = train === data ? { labels, dist } : {
@@ -357,16 +383,32 @@ const program = (data: Rows, train: Rows, k: number, o: Resolved, init: Float32A
     for (const [j, ch] of data.chunks.entries()) {
       search.push(yield* K.assign(ch.x, cent, cnorm, all.labels, all.dist, counts, ch.first, j * k));
     }
-    return { cent, best, countsT, partial, starts, plan, initRows, splitter, initialise, assign, update, search, all };
+    return {
+      cent,
+      best,
+      chunksT,
+      partials,
+      window,
+      plan,
+      initRows,
+      splitter,
+      initialise,
+      assign,
+      record,
+      restore,
+      update,
+      splitUpdate,
+      search,
+      all,
+    };
   });
 
 type Program = Effect.Success<ReturnType<typeof program>>;
 
 /**
  * One restart: its initial centroids (given, or K training rows of the restart's permutation), then `niter` Lloyd
- * iterations. Each reads back the cluster sizes and the objective's partial sums, because faiss's empty-cluster split
- * is planned on the host. Returns the restart's objective, its trace, and the last update, still to be submitted (by
- * `runKMeans`, with the copy to `best` when the restart improves on the best so far).
+ * iterations in windows (see the top of this file). Returns the restart's objective, its trace, and what is still to
+ * be submitted (by `runKMeans`, with the copy to `best` when the restart improves on the best so far).
  */
 const restart = (
   p: Program,
@@ -378,7 +420,7 @@ const restart = (
 ) =>
   Effect.gen(function* () {
     const gpu = yield* Gpu;
-    const chunksT = train.chunks.length, niter = train.n === k ? 0 : o.niter;
+    const niter = train.n === k ? 0 : o.niter;
     // Written before this restart's first submit, after the previous restart's work (queue order).
     if (given !== undefined) gpu.write(p.cent, given);
     else {
@@ -387,36 +429,42 @@ const restart = (
         : F.initialRows(train.n, k, o.seed, redo);
       gpu.write(p.initRows, rows);
     }
-    const startsHost = new Uint32Array(chunksT * k);
+    const sizesPerSlot = p.chunksT * k;
     const planHost = new Uint32Array(2 * k);
     let pending = p.initialise;
     let objective = 0;
     const trace = { objectives: [] as number[], splits: [] as number[] };
-    for (let it = 0; it < niter; it++) {
-      const [sizes, partials] =
-        (yield* submitAndRead({ dispatches: [...pending, ...p.assign], reads: [p.countsT, p.partial] })) as [
-          Uint32Array,
-          Float32Array,
-        ];
-      objective = 0;
-      for (const v of partials) objective += v;
-      const hassign = new Float32Array(k);
-      let at = 0;
-      for (let c = 0; c < k; c++) {
-        for (let j = 0; j < chunksT; j++) {
-          startsHost[j * k + c] = at;
-          at += sizes[j * k + c]!;
-          hassign[c]! += sizes[j * k + c]!;
+    for (let it = 0, span = p.window.slots; it < niter;) {
+      span = Math.min(span, niter - it);
+      const dispatches = [...pending];
+      for (let s = 0; s < span; s++) dispatches.push(...p.assign, p.record[s]!, ...p.update);
+      const [slots] = (yield* submitAndRead({ dispatches, reads: [p.window.trace] })) as [Uint32Array];
+      pending = [];
+      let done = span, split = false;
+      for (let s = 0; s < span && !split; s++) {
+        const at = s * (sizesPerSlot + p.partials);
+        const sizes = slots.subarray(at, at + sizesPerSlot);
+        objective = 0;
+        for (const v of new Float32Array(slots.buffer, slots.byteOffset + 4 * (at + sizesPerSlot), p.partials)) {
+          objective += v;
         }
+        const hassign = new Float32Array(k);
+        for (let j = 0; j < p.chunksT; j++) for (let c = 0; c < k; c++) hassign[c]! += sizes[j * k + c]!;
+        const splits = F.splitPlan(hassign, train.n);
+        trace.objectives.push(objective);
+        trace.splits.push(splits.length);
+        if (splits.length === 0) continue;
+        // This iteration was updated as if no cluster were empty: redo its update with the split plan, after
+        // restoring its centroids and assignment where later iterations of the window have run over them.
+        splits.forEach(([ci, cj], i) => planHost.set([ci, cj], 2 * i));
+        gpu.write(p.plan, planHost);
+        p.splitter.setSplits(splits.length);
+        if (s < span - 1) p.restore.setSlot(s);
+        pending = s < span - 1 ? [p.restore.dispatch, ...p.assign, p.record[s]!, ...p.splitUpdate] : p.splitUpdate;
+        [done, split] = [s + 1, true];
       }
-      const splits = F.splitPlan(hassign, train.n);
-      splits.forEach(([ci, cj], s) => planHost.set([ci, cj], 2 * s));
-      gpu.write(p.starts, startsHost);
-      gpu.write(p.plan, planHost);
-      p.splitter.setSplits(splits.length);
-      trace.objectives.push(objective);
-      trace.splits.push(splits.length);
-      pending = p.update;
+      it += done;
+      span = split ? 1 : Math.min(p.window.slots, 2 * span);
     }
     return { objective, trace, pending };
   });

@@ -224,6 +224,49 @@ gpuTest(
 );
 
 gpuTest(
+  "windows: a cluster that empties in the second iteration is split as faiss does, whatever the window (1, 2, 3, 6)",
+  Effect.gen(function* () {
+    // 1-D (x, 0): centroid 1 starts between 4 and 8 and keeps both; after the first update, centroid 0 (mean 3.25)
+    // is nearer to 4 and centroid 2 (mean 8.75) to 8, so centroid 1 empties in iteration 2, after the window's
+    // speculative iterations have run past it.
+    const xs = [3, 3.5, 4, 8, 8.5, 9];
+    const f: Matrix = { data: Float32Array.from(xs.flatMap((x) => [x, 0])), shape: [6, 2] };
+    const init = Float64Array.of(1.9, 0, 6, 0, 10.1, 0);
+    const ref = referenceKMeans(f.data, 6, 2, 3, init, 6);
+    assert.deepEqual(ref.splits.slice(0, 2), [0, 1], "the data should empty a cluster in iteration 2 only");
+    const runs = [];
+    for (const window of [1, 2, 3, 6]) {
+      const got = yield* withInit(f, 3, init, 6, { window });
+      compare(got, ref, f.data, 2, `window ${window}`);
+      runs.push(got);
+    }
+    for (const got of runs.slice(1)) {
+      assert.deepEqual(got.centroids, runs[0]!.centroids);
+      assert.deepEqual(got.objectives, runs[0]!.objectives);
+    }
+  }),
+);
+
+gpuTest(
+  "windows: splits in the first iteration and restarts give the same bits with one iteration per readback",
+  Effect.gen(function* () {
+    const f = uniform(300, 7, 31);
+    const init = rowsOf(f.data, 7, [0, 0, 0, 1, 1, 2, 3, 3]);
+    const [one, all] = [yield* withInit(f, 8, init, 6, { window: 1 }), yield* withInit(f, 8, init, 6)];
+    assert.ok(all.splits[0]! >= 3, `expected splits in the first iteration: ${all.splits}`);
+    assert.deepEqual(all.centroids, one.centroids);
+    assert.deepEqual(all.im2cluster, one.im2cluster);
+    const u = uniform(400, 3, 41);
+    const [a, b] = [
+      yield* kmeans(u, 9, { niter: 6, nredo: 3, seed: 3, window: 2 }),
+      yield* kmeans(u, 9, { niter: 6, nredo: 3, seed: 3 }),
+    ];
+    assert.deepEqual(a.restartObjectives, b.restartObjectives);
+    assert.deepEqual(a.centroids, b.centroids);
+  }),
+);
+
+gpuTest(
   "restarts: the lowest objective wins, and equals a single run from that restart's initial points",
   Effect.gen(function* () {
     const f = uniform(400, 3, 41);
@@ -443,6 +486,7 @@ gpuTest(
     yield* rejects(cluster(f, { ks: [] }), /no K/);
     yield* rejects(kmeans({ data: new Float32Array(0), shape: [0, 3] }, 2), /non-empty/);
     yield* rejects(kmeans(f, 2, { nredo: 0 }), /nredo must be an integer >= 1/);
+    yield* rejects(kmeans(f, 2, { window: 0 }), /window must be an integer >= 1, not 0/);
     yield* rejects(kmeans(f, 2, { init: new Float32Array(5) }), /init has 5 values, not K x d = 2 x 3/);
   }),
 );
