@@ -191,16 +191,6 @@ export const windowSlot = (k: number, dp: number, chunks: number, partials: numb
   history: k * dp + paddedK(k),
 });
 
-const checkWindow = (kernel: string, w: Window, k: number, dp: number, chunks: number, partials: number) => {
-  const slot = windowSlot(k, dp, chunks, partials);
-  return check(
-    kernel,
-    w.trace.dtype === "u32" && w.trace.size >= w.slots * slot.trace && w.history.dtype === "f32" &&
-      w.history.size >= w.slots * slot.history,
-    () => `${w.trace} (u32) and ${w.history} (f32) must hold ${w.slots} slots of ${slot.trace} and ${slot.history}`,
-  );
-};
-
 /**
  * After an iteration's assignment, before its update: `starts` [chunks·k] from the sizes (clusters in order, chunks
  * within a cluster), and the sizes, the objective's `partials` sums, the centroids and their norms into `slot`.
@@ -224,7 +214,14 @@ export const record = Effect.fnUntraced(function* (
   );
   yield* check("kmeans.record", cnorm.size === paddedK(k), () => `${cnorm} must be f32 [${paddedK(k)}]`);
   yield* check("kmeans.record", slot >= 0 && slot < window.slots, () => `slot ${slot} of ${window.slots}`);
-  yield* checkWindow("kmeans.record", window, k, dp, chunks, partials);
+  const per = windowSlot(k, dp, chunks, partials);
+  yield* check(
+    "kmeans.record",
+    window.trace.dtype === "u32" && window.trace.size >= window.slots * per.trace &&
+      window.history.dtype === "f32" && window.history.size >= window.slots * per.history,
+    () =>
+      `${window.trace} (u32) and ${window.history} (f32) need ${window.slots} slots of ${per.trace}, ${per.history}`,
+  );
   const d4 = dp / 4, cnorm4 = paddedK(k) / 4;
   return yield* prepare(spec("record"), {
     tensors: [sizes, partial, centroids, cnorm, starts, window.trace, window.history],
