@@ -10,7 +10,8 @@
 #                                   an H100 by our estimate, 10 on 2 llvmpipe cores with --quick
 #
 # The list: adapter.txt (adapter and limits), bench.txt (`deno task bench`), conv.txt (`bench:conv`), encoder.txt
-# (`bench:encoder`, ResNet-50 included), kmeans.txt (`bench:kmeans`, against faiss where python3 has it), train.txt
+# (`bench:encoder`, ResNet-50 included), kmeans.txt (`bench:kmeans`, against faiss where python3 has it),
+# kmeans-estep.txt (`bench:kmeans --estep`), mstep-small.txt (`bench:mstep --small`: host-bound steps), train.txt
 # (one epoch of mnist-reference.yaml with no warm-up, so that the epoch runs the E-step too, then the evaluation), and
 # pytorch.txt (bench/pytorch/step.py: the convnets' and ResNet-18's training step in PyTorch, CUDA when present).
 # --quick (the dry run): fewer repetitions, only the convnets, k-means at one shape, and the epoch on 2,048 images
@@ -21,7 +22,7 @@ mode=${1:?usage: bench/device.sh pack | run [--quick]}
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
 entries=(bench:bench/main.ts conv:bench/conv.ts encoder:bench/encoder.ts kmeans:bench/kmeans.ts
-  adapter:bench/adapter.ts main:src/cli/main.ts)
+  mstep:bench/mstep.ts adapter:bench/adapter.ts main:src/cli/main.ts)
 
 if [ "$mode" = pack ]; then
   set -e
@@ -78,6 +79,7 @@ if [ "$quick" = --quick ]; then
   step conv run conv.js 1 convnet5
   step encoder run encoder.js 1 convnet
   step kmeans run kmeans.js --quick
+  step mstep-small run mstep.js --small
   step train run main.js train --config "$out/mnist-reference.yaml" --epochs 1 --out "$out/run" --fresh
   step pytorch env STEPS=3 REPS=1 "$python" step.py convnet
 else
@@ -88,6 +90,8 @@ else
   step encoder run encoder.js 3 resnet
   step encoder-convnets run encoder.js 3 convnet
   step kmeans run kmeans.js
+  step kmeans-estep run kmeans.js --estep
+  step mstep-small run mstep.js --small
   step train run main.js train --config "$out/mnist-reference.yaml" --epochs 1 --out "$out/run" --fresh
   step pytorch "$python" step.py
 fi

@@ -23,7 +23,7 @@ import { clusterStage, concentrationStage, encodeStage } from "./estep.ts";
 import { EpochMetrics } from "./metrics.ts";
 import type { FeatureExtractor } from "../eval/features.ts";
 import { evaluate, scoreClusterings } from "../eval/mod.ts";
-import type { MStep, PrototypeTensors, StepMetrics } from "./mstep.ts";
+import { METRICS_RING, type MStep, type PrototypeTensors, type StepMetrics } from "./mstep.ts";
 import { writeFileAtomic } from "../io/atomic.ts";
 import type { SafeTensor } from "../io/safetensors.ts";
 
@@ -228,25 +228,43 @@ const trainEpoch = (run: TrainingRun, epoch: number, prototypes: readonly Protot
     run.mstepStarted = start - 1000 * run.carried.seconds;
     const done = run.metrics.filter((m) => m.elapsed !== undefined);
     const epochSeconds = done.length > 0 ? done.reduce((a, m) => a + m.elapsed!, 0) / done.length : undefined;
-    let pending: { step: number; read: Promise<StepMetrics> } | undefined;
+    // Step metrics are read in batches of METRICS_RING steps (one readback each; see MStep.step): a batch's read
+    // starts when it is complete and is awaited when the next one is, so the GPU runs the steps in between meanwhile.
+    let unread: Array<{ step: number; metrics: () => Promise<StepMetrics> }> = [];
+    let reading: Promise<Array<{ step: number; m: StepMetrics }>> | undefined;
     let last: StepMetrics | undefined;
+    const startRead = () => {
+      const batch = unread;
+      unread = [];
+      if (batch.length === 0) return;
+      reading = Promise.all(batch.map(async ({ step, metrics }) => ({ step, m: await metrics() })));
+      reading.catch(() => {}); // awaited by the next `settle`, unless the run fails before that
+    };
     const settle = Effect.gen(function* () {
-      if (pending === undefined) return;
-      const { step, read } = pending;
-      last = yield* run.gpu.guard(Effect.promise(() => read));
-      pending = undefined;
-      if (!finite(last)) {
-        return yield* diverged(run, "loss became", epoch, step, "Checkpoints on disk are unchanged");
+      if (reading === undefined) return;
+      const read = reading;
+      reading = undefined;
+      for (const { step, m } of yield* run.gpu.guard(Effect.promise(() => read))) {
+        last = m;
+        if (!finite(m)) return yield* diverged(run, "loss became", epoch, step, "Checkpoints on disk are unchanged");
+        run.sums = addSums(run.sums, m);
       }
-      run.sums = addSums(run.sums, last);
+    });
+    /** Every step's metrics so far, in the sums: before a checkpoint and at the end. */
+    const settleAll = Effect.gen(function* () {
+      yield* settle;
+      startRead();
+      yield* settle;
     });
     for (let s = first; s < steps; s++) {
       yield* hookPoint(`epoch-${epoch}/step-${s}`);
       const { metrics, notes } = mstep.step(epoch, s, sampler.indices(epoch, s));
       for (const note of notes) yield* Effect.logInfo(note);
-      yield* settle; // the previous step's metrics: the GPU has moved on to this one meanwhile
-      pending = { step: s + 1, read: metrics() };
-      pending.read.catch(() => {}); // awaited by the next `settle`, unless the run fails before that
+      unread.push({ step: s + 1, metrics });
+      if (unread.length === METRICS_RING) {
+        yield* settle;
+        startRead();
+      }
       run.step = s + 1;
       run.opts.onStep?.({
         epoch,
@@ -259,7 +277,7 @@ const trainEpoch = (run: TrainingRun, epoch: number, prototypes: readonly Protot
       const signal = run.opts.stop?.signal;
       const every = config.checkpoint.everySteps;
       if (signal !== undefined || (every > 0 && (s + 1) % every === 0 && s + 1 < steps)) {
-        yield* settle;
+        yield* settleAll;
         const path = yield* writeCheckpoint(run);
         if (signal !== undefined) {
           return yield* new Interrupted({
@@ -270,7 +288,7 @@ const trainEpoch = (run: TrainingRun, epoch: number, prototypes: readonly Protot
         }
       }
     }
-    yield* settle;
+    yield* settleAll;
     const seconds = (performance.now() - run.mstepStarted) / 1000;
     const { sums } = run;
     const n = Math.max(1, sums.steps);

@@ -80,6 +80,18 @@ interface ProtoHead {
 const SLOT = 64; // metrics are 1-element views 256 bytes apart (storage binding offsets must be 256-byte aligned)
 
 /**
+ * Steps whose metrics are kept on the GPU and read back together. A readback holds the JS thread until the device has
+ * finished everything submitted, then resolves no sooner than 10 ms later (Deno's map polling): read after every
+ * step, it would leave the device idle while the next step is recorded and cap training at ~100 steps/s.
+ */
+export const METRICS_RING = 16;
+
+/** Steps recorded since the last read of the ring, and that read once it has started. */
+interface RingBatch {
+  read: Promise<Float32Array> | undefined;
+}
+
+/**
  * The M-step for one batch size: augmented views in, two encoder passes, InfoNCE (+ ProtoNCE per clustering when
  * prototypes are set), backward, SGD, the momentum update and the enqueue, recorded into one command encoder and
  * one submit per step. The order is the official code's: the key encoder is updated before it computes the keys;
@@ -90,6 +102,8 @@ export class MStep {
   private readonly perm: Uint32Array<ArrayBuffer>;
   private readonly inverse: Uint32Array<ArrayBuffer>;
   private readonly scratch: Uint32Array<ArrayBuffer>;
+  private ringFilled = 0;
+  private ringBatch: RingBatch = { read: undefined };
 
   private constructor(
     private readonly gpu: GpuContext,
@@ -103,6 +117,8 @@ export class MStep {
     /** SGD momentum of the query encoder's parameters. */
     readonly momentumBuffer: Tensor<"f32">,
     private readonly metrics: Tensor<"f32">,
+    /** METRICS_RING copies of `metrics`, one per step since the last read. */
+    private readonly ring: Tensor<"f32">,
     private readonly permutation: { readonly perm: Tensor<"u32">; readonly inverse: Tensor<"u32"> } | undefined,
     private readonly instance: readonly Dispatch[],
     private readonly heads: readonly ProtoHead[],
@@ -179,6 +195,7 @@ export class MStep {
     gpu.write(keys, initialQueue(n, r, d, config.seed));
 
     const metrics = yield* alloc([(2 + 2 * clusterSizes.length) * SLOT], "f32", "metrics");
+    const ring = yield* alloc([METRICS_RING * metrics.size], "f32", "metrics ring");
     const slot = (i: number) => metrics.rows(i * SLOT, 1);
     const instSel = yield* alloc([n + r], "u32", "keys.sel");
     const ema = yield* emaUpdate(key.params.values, query.params.values, config.keyMomentum);
@@ -245,6 +262,7 @@ export class MStep {
       keys,
       momentumBuffer,
       metrics,
+      ring,
       permutation,
       instance,
       heads,
@@ -300,8 +318,10 @@ export class MStep {
 
   /**
    * Records and submits one step on the dataset images `indices` (the sampler's batch `step` of `epoch`). Returns a
-   * function that reads the step's metrics when awaited (a step or more later, so the GPU is never waited on here),
-   * and the notes worth logging once (fewer negative prototypes than asked for).
+   * function that reads the step's metrics, and the notes worth logging once (fewer negative prototypes than asked
+   * for). The metrics stay on the GPU, in a ring of METRICS_RING steps, until one of them is asked for: that reads
+   * every step recorded since the last read in one readback, which holds the JS thread until the device is done.
+   * Ask for a batch of steps at a time, and await them while later steps run.
    */
   step(
     epoch: number,
@@ -309,6 +329,7 @@ export class MStep {
     indices: ArrayLike<number>,
   ): { metrics: () => Promise<StepMetrics>; notes: string[] } {
     const n = this.batch;
+    if (this.ringFilled === METRICS_RING) this.readRing(); // queued before this step overwrites the ring
     this.views.setStep(epoch, step, indices);
     if (this.permutation !== undefined) {
       const draws = new Draws([this.config.seed, Stream.keyShuffle], [epoch, step, 0, 0]);
@@ -340,13 +361,14 @@ export class MStep {
     this.ptr = (this.ptr + n) % this.config.queueSize;
     dispatches.push(...this.backward, this.enqueue);
     const enc = recordPass(this.gpu, dispatches, `step ${epoch}.${step}`);
-    const pending = this.gpu.readAfter(enc, this.metrics);
+    const [batch, slot, size] = [this.ringBatch, this.ringFilled++, this.metrics.byteLength];
+    enc.copyBufferToBuffer(this.metrics.buffer, this.metrics.offset, this.ring.buffer, slot * size, size);
     this.gpu.device.queue.submit([enc.finish()]);
-    const read = pending();
     return {
       metrics: async () => {
-        const v = await read;
-        const at = (i: number) => v[i * SLOT];
+        if (batch === this.ringBatch) this.readRing();
+        const v = await batch.read!;
+        const at = (i: number) => v[(slot * size) / 4 + i * SLOT];
         return {
           infoNce: at(0),
           accInst: at(1),
@@ -356,6 +378,15 @@ export class MStep {
       },
       notes,
     };
+  }
+
+  /** Starts the read of the steps in the ring (the current batch) and begins a new batch. */
+  private readRing(): void {
+    const enc = this.gpu.device.createCommandEncoder({ label: "metrics ring" });
+    const pending = this.gpu.readAfter(enc, this.ring.rows(0, this.ringFilled * this.metrics.size));
+    this.gpu.device.queue.submit([enc.finish()]);
+    this.ringBatch.read = pending();
+    [this.ringBatch, this.ringFilled] = [{ read: undefined }, 0];
   }
 }
 

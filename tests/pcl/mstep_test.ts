@@ -7,7 +7,15 @@ import { Gpu } from "../../src/gpu/gpu.ts";
 import { runDispatches } from "../../src/gpu/kernel.ts";
 import { prepareAugmenter } from "../../src/ops/augment.ts";
 import { bindEncoder, encoder, type EncoderSpec } from "../../src/nn/models.ts";
-import { fixedViews, MStep, type MStepConfig, MStepError, sampleColumns } from "../../src/pcl/mstep.ts";
+import {
+  fixedViews,
+  METRICS_RING,
+  MStep,
+  type MStepConfig,
+  MStepError,
+  sampleColumns,
+  type StepMetrics,
+} from "../../src/pcl/mstep.ts";
 import { assertClose, effectTest, gpuTest, randoms } from "../helpers.ts";
 
 const K = 30;
@@ -103,6 +111,37 @@ gpuTest(
     for (let j = 0; j < 16; j++) {
       assert.ok(Math.abs(Math.hypot(...before.subarray(j * 8, j * 8 + 8)) - 1) < 1e-6, "initial keys are unit norm");
     }
+  }),
+);
+
+gpuTest(
+  "M-step: metrics read in batches through the ring (one readback, ring full mid-way) equal metrics read every step",
+  Effect.gen(function* () {
+    const steps = METRICS_RING + 5; // the ring fills, is read by the next step, and a partial batch is left
+    const run = (batched: boolean) =>
+      Effect.gen(function* () {
+        const m = yield* setup(config());
+        m.setPrototypes([5, 7].map((k) => ({
+          prototypes: randoms(k * 8, k),
+          concentration: Float32Array.from({ length: k }, () => 0.2),
+          im2cluster: Int32Array.from({ length: 64 }, (_, i) => i % k),
+        })));
+        const reads: Array<() => Promise<StepMetrics>> = [];
+        for (let step = 0; step < steps; step++) {
+          const { metrics } = m.step(0, step, [...Array(8).keys()].map((i) => (i + 8 * step) % 64));
+          if (batched) reads.push(metrics);
+          else {
+            const v = yield* Effect.promise(metrics);
+            reads.push(() => Promise.resolve(v));
+          }
+        }
+        return yield* Effect.promise(() => Promise.all(reads.map((r) => r())));
+      });
+    const [each, batched] = [yield* run(false), yield* run(true)];
+    assert.equal(batched.length, steps);
+    assert.ok(batched.every((m) => m.protoNce.length === 2 && Number.isFinite(m.infoNce)));
+    assert.deepEqual(batched, each);
+    assert.notDeepEqual(batched[0], batched[steps - 1], "steps should differ");
   }),
 );
 

@@ -6,6 +6,7 @@ import { readSafetensors, type SafeTensor } from "../../src/io/safetensors.ts";
 import { ConfigMismatch, train } from "../../src/pcl/train.ts";
 import { evaluatePixelBaseline, evaluateUntrained } from "../../src/pcl/baselines.ts";
 import type { TrainOptions } from "../../src/pcl/epoch.ts";
+import { METRICS_RING } from "../../src/pcl/mstep.ts";
 import { CheckpointError, listManifests } from "../../src/pcl/checkpoint.ts";
 import { main } from "../../src/cli/main.ts";
 import { StageHooks } from "../../src/graph/mod.ts";
@@ -117,6 +118,25 @@ effectTest(
         return rest;
       });
     assert.deepEqual(lines(out), lines(straight));
+  }),
+);
+
+effectTest(
+  "train: an epoch longer than the metrics ring has the same metrics and weights whether they are read in batches or every step",
+  Effect.gen(function* () {
+    const steps = METRICS_RING + 4;
+    const base = { ...tinyConfig, train: { ...tinyConfig.train, n: 16 * steps }, epochs: 1, warmupEpochs: 0 };
+    const [dirs, lines] = [[] as string[], [] as unknown[]];
+    for (const everySteps of [0, 1]) { // no mid-epoch checkpoint: batches of the ring; one per step: batches of 1
+      const config = yield* Effect.promise(() => decode({ ...base, checkpoint: { everySteps, keep: 2 } }));
+      const out = yield* tempDir("pcl-ring-");
+      const r = yield* run(config, { out });
+      assert.equal(r.metrics[0]!.steps, steps);
+      const { seconds: _s, imagesPerSecond: _i, elapsed: _e, ...rest } = r.metrics[0]!;
+      [dirs.push(out), lines.push(rest)];
+    }
+    assert.deepEqual(lines[0], lines[1]);
+    sameTensors((yield* finalTensors(dirs[0]!)).tensors, (yield* finalTensors(dirs[1]!)).tensors, "batched reads");
   }),
 );
 
