@@ -9,10 +9,10 @@
  * points then gives `im2cluster` and each point's squared distance to its (unnormalised) centroid.
  *
  * Readbacks: the empty-cluster split is planned on the host (faiss's sequential random scan), so the host must see
- * every iteration's cluster sizes. An awaited readback costs at least 10 ms in Deno (its map polls the device every
- * 10 ms), more than a whole iteration at PCL's sizes, so iterations run in windows: one submit runs several, each
- * updated as if no cluster were empty, and records its sizes, objective and centroids; one readback then checks them
- * in order. Up to the first iteration that has an empty cluster, that is exactly faiss's run; from there the window
+ * every iteration's cluster sizes. An awaited readback costs at least 10 ms in Deno (its map waits for the device,
+ * then sleeps 10 ms), more than a whole iteration at PCL's sizes, so iterations run in windows: one submit runs
+ * several, each updated as if no cluster were empty, and records its sizes, objective and centroids; one readback then
+ * checks them in order. Up to the first iteration that has an empty cluster, that is exactly faiss's run; from there the window
  * is rewound (its centroids restored, its assignment and its update redone with the split plan) and the next window
  * runs one iteration, doubling while no split comes. Without empty clusters a restart is one readback.
  */
