@@ -5,8 +5,9 @@
  *   deno run --allow-read --allow-env bench/mstep.ts [--small]
  *
  * --small: instead, steps small enough to be bound by the host (the tests' convnet, 16 channels, on 12 px synthetic
- * images at batch 16: milliseconds each, as most steps are on a real GPU), 64 of them with the metrics read as the
- * training loop reads them (every METRICS_RING steps), best of 3: what a per-step readback would cap.
+ * images at batch 16: milliseconds each, as most steps are on a real GPU), 64 of them with the metrics read every
+ * METRICS_RING steps (as the training loop reads them, but awaited at once), best of 3: what a per-step readback
+ * would cap.
  */
 import { Effect, References } from "effect";
 import { mnist } from "../src/data/augmentations.ts";
