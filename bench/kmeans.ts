@@ -90,12 +90,15 @@ interface Faiss {
   readonly version: string;
 }
 
-const runFaiss = async (python: string, file: string, k: number, niter: number): Promise<Faiss> => {
-  const args = ["-c", FAISS, file, String(k), String(niter), String(ITERATIONS)];
-  const out = await new Deno.Command(python, { args }).output();
+/** Runs one of the faiss scripts above with `args`; its last line of output is JSON. */
+const runScript = async <A>(python: string, script: string, args: readonly string[]): Promise<A> => {
+  const out = await new Deno.Command(python, { args: ["-c", script, ...args] }).output();
   if (!out.success) throw new Error(`faiss failed: ${new TextDecoder().decode(out.stderr)}`);
   return JSON.parse(new TextDecoder().decode(out.stdout));
 };
+
+const runFaiss = (python: string, file: string, k: number, niter: number) =>
+  runScript<Faiss>(python, FAISS, [file, String(k), String(niter), String(ITERATIONS)]);
 
 const blas = (): string => {
   try {
@@ -138,11 +141,10 @@ const estepBench = Effect.gen(function* () {
   if (python === undefined) return console.log("faiss: not installed (apt-get install python3-faiss)");
   const dir = yield* Effect.promise(() => Deno.makeTempDir({ prefix: "kmeans-bench" }));
   yield* Effect.promise(() => Deno.writeFile(`${dir}/x.npy`, formatNpy(f)));
-  const out = yield* Effect.promise(() =>
-    new Deno.Command(python, { args: ["-c", FAISS_ESTEP, `${dir}/x.npy`, ks.join(",")] }).output()
+  const fs = yield* Effect.promise(() =>
+    runScript<{ seconds: number; threads: number }>(python, FAISS_ESTEP, [`${dir}/x.npy`, ks.join(",")])
   );
   yield* Effect.promise(() => Deno.remove(dir, { recursive: true }));
-  const fs = JSON.parse(new TextDecoder().decode(out.stdout));
   console.log(
     `faiss (${fs.threads} threads, CPU): ${fs.seconds.toFixed(2)} s; ours / faiss = ${(ours / fs.seconds).toFixed(2)}`,
   );
