@@ -10,7 +10,7 @@ import { Command, Flag } from "effect/cli";
 import { TrainConfig } from "../config.ts";
 import { Gpu } from "../gpu/gpu.ts";
 import { writeFile } from "../io/atomic.ts";
-import { tablePage } from "../report/render.ts";
+import { tablePage, textTable } from "../report/render.ts";
 import { evaluatePixelBaseline, evaluateUntrained } from "../pcl/baselines.ts";
 import { compareMethods, type Difference, METRICS, type SeedRun, type Spread, summarise } from "../pcl/comparison.ts";
 import type { Evaluation } from "../pcl/metrics.ts";
@@ -102,12 +102,10 @@ export const compareCommand = Command.make("compare", {
       ...METRICS.map(([name, , pct]) => diffCell(difference[name]!, pct)),
       diffCell(difference["seconds"]!, "s"),
     ]);
-    const widths = header.map((h, c) => Math.max(h.length, ...rows.map((r) => r[c]!.length)));
-    const line = (r: string[]) => r.map((v, c) => v.padEnd(widths[c]!)).join("  ").trimEnd();
     const what = seeds.length === 1
       ? `seed ${seeds[0]}`
       : `seeds ${seeds.join(", ")} (mean ± sd; the paired difference ± its standard error)`;
-    console.log(["", `${base.name}, ${base.epochs} epochs each, ${what}:`, line(header), ...rows.map(line)].join("\n"));
+    console.log(["", `${base.name}, ${base.epochs} epochs each, ${what}:`, ...textTable(header, rows)].join("\n"));
     const file = `${out}/comparison.json`;
     yield* writeFile(
       file,

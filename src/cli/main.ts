@@ -11,6 +11,7 @@ import type { Evaluation } from "../pcl/metrics.ts";
 import { train, type TrainResult } from "../pcl/train.ts";
 import { evaluatePixelBaseline } from "../pcl/baselines.ts";
 import { lockRunDirectory } from "../io/lock.ts";
+import { textTable } from "../report/render.ts";
 import { DenoCliEnv } from "./env.ts";
 import { configFlag, configWithEpochs, epochsFlag, outFlag, stopRequest } from "./flags.ts";
 import { stageCommand } from "./stage.ts";
@@ -130,13 +131,10 @@ const summary = (r: TrainResult, config: TrainConfig, pixels: Evaluation | undef
           signed(100 * (a.acc - b.acc), 1),
         ]);
       }
-      const widths = head.map((h, c) => Math.max(h.length, ...table.map((r) => r[c]!.length)));
-      const line = (r: string[]) => `    ${r.map((v, c) => v.padEnd(widths[c]!)).join("  ").trimEnd()}`;
       lines.push(
         "",
         "  Evaluation (query encoder, test set; k-means with K = classes on head features)",
-        line(head),
-        ...table.map(line),
+        ...textTable(head, table, "    "),
       );
     }
     if (last.estep) {

@@ -206,6 +206,12 @@ table.kv thead{display:none}table.wide{font-size:12px;margin-top:6px}
 pre{background:#f6f6f6;border:1px solid #e3e3e3;padding:8px;overflow:auto;font-size:12px}
 footer{margin-top:32px;color:#888;font-size:12px}`;
 
+/** A table as plain text lines: columns padded to their widest cell, two spaces apart, each line after `indent`. */
+export const textTable = (head: readonly string[], rows: readonly string[][], indent = ""): string[] => {
+  const widths = head.map((h, c) => Math.max(h.length, ...rows.map((r) => r[c]!.length)));
+  return [head, ...rows].map((r) => `${indent}${r.map((v, c) => v.padEnd(widths[c]!)).join("  ")}`.trimEnd());
+};
+
 /** A self-contained page of one table (a comparison over seeds), in the report's style. */
 export const tablePage = (
   title: string,
