@@ -19,7 +19,9 @@ import { configFlag, configWithEpochs, epochsFlag, intList, outFlag, stopRequest
 
 /** How a metric is printed: a percentage, a 0-1 score, or seconds. */
 type Unit = boolean | "s";
-const fmt = (v: number, unit: Unit) => (unit === "s" ? v.toFixed(0) : unit ? (100 * v).toFixed(1) : v.toFixed(3));
+/** Percentages with one decimal, or two for a paired difference, whose standard error is often under 0.1 points. */
+const fmt = (v: number, unit: Unit, digits = 1) =>
+  unit === "s" ? v.toFixed(0) : unit ? (100 * v).toFixed(digits) : v.toFixed(3);
 
 /** A spread as "91.2 ± 0.6%" (or the single value when there is one seed). */
 const cell = (s: Spread | undefined, pct: Unit) =>
@@ -30,7 +32,9 @@ const cell = (s: Spread | undefined, pct: Unit) =>
 const diffCell = (d: Difference, pct: Unit) =>
   d.n === 0
     ? "-"
-    : `${d.mean >= 0 ? "+" : ""}${fmt(d.mean, pct)}${d.n > 1 ? ` ± ${fmt(d.se, pct)}` : ""}${pct === "s" ? " s" : ""}`;
+    : `${d.mean >= 0 ? "+" : ""}${fmt(d.mean, pct, 2)}${d.n > 1 ? ` ± ${fmt(d.se, pct, 2)}` : ""}${
+      pct === "s" ? " s" : ""
+    }`;
 
 const single = (e: Evaluation | undefined) =>
   Object.fromEntries(METRICS.map(([name, get]) => {
