@@ -1,7 +1,8 @@
 /**
  * `pcl compare`: PCL against the InfoNCE-only baseline (MoCo) over seeds, with the same config and budget, beside the
  * untrained encoder and the raw pixels. Each (method, seed) trains in `OUT/seed-S/<method>/`, so a finished one is not
- * trained again and an interrupted one resumes. The table (printed, and as `OUT/comparison.html`) and
+ * trained again and an interrupted one resumes; the InfoNCE run starts from the PCL run's end of warm-up (the same
+ * weights as training those epochs again: `TrainOptions.warmStart`), so it trains only the epochs after it. The table (printed, and as `OUT/comparison.html`) and
  * `OUT/comparison.json` give each method's mean ± sd over the seeds and the paired PCL − InfoNCE difference ± its
  * standard error.
  */
@@ -78,9 +79,13 @@ export const compareCommand = Command.make("compare", {
       for (const [method, dir, config] of variants) {
         const at = `${out}/seed-${seed}/${dir}`;
         yield* Effect.logInfo(`compare: ${method}, seed ${seed}, in ${at}`);
-        const r = yield* train(new TrainConfig({ ...config, seed }), { out: at, stop: stopRequest }).pipe(
-          Effect.provide(Gpu.layer),
-        );
+        // The other methods differ from PCL only in pcl.*: they start from its end of warm-up, the same weights.
+        const first = `${out}/seed-${seed}/${variants[0]![1]}`;
+        const r = yield* train(new TrainConfig({ ...config, seed }), {
+          out: at,
+          stop: stopRequest,
+          ...(at === first ? {} : { warmStart: first }),
+        }).pipe(Effect.provide(Gpu.layer));
         runs.push({ method, seed, evaluation: r.metrics.at(-1)?.evaluation, seconds: r.seconds });
       }
     }
@@ -130,7 +135,8 @@ export const compareCommand = Command.make("compare", {
       `${base.name}, ${base.epochs} epochs each, ${what}.`,
       "Each method's figures are its mean ± sample sd over the seeds; the last row is PCL − InfoNCE paired by seed, " +
       "± its standard error. The untrained encoder is the config's seed's; the raw pixels are the images themselves " +
-      "under the same protocol.",
+      "under the same protocol. The InfoNCE runs start from the PCL runs' end of warm-up (the same weights as " +
+      "training those epochs again); their train time counts those epochs as the PCL runs spent them.",
     ];
     yield* writeFile(page, tablePage(`PCL vs InfoNCE-only: ${base.name}`, notes, header, rows));
     console.log(`\nsaved ${file} and ${page}`);

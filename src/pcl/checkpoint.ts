@@ -193,12 +193,16 @@ export const restoreTensors = (m: MStep, c: Checkpoint) =>
     return host.prototypes;
   });
 
-/** Writes a checkpoint and removes all but the newest `keep`. Returns the manifest's path. */
+/**
+ * Writes a checkpoint and removes all but the newest `keep`, and the end of the warm-up (`warmupEnd`, if given): the
+ * point where a PCL run and its InfoNCE-only baseline part ways (`warmUpCheckpoint`). Returns the manifest's path.
+ */
 export const saveCheckpoint = (
   dir: string,
   tensors: ReadonlyMap<string, SafeTensor>,
   manifest: Omit<Manifest, "format" | "tensors" | "createdAt" | "digest">,
   keep: number,
+  warmupEnd?: { readonly epoch: number; readonly step: number },
 ) =>
   Effect.tryPromise({
     try: async () => {
@@ -215,7 +219,8 @@ export const saveCheckpoint = (
       const full: Manifest = { ...fields, digest: await manifestDigest(fields) };
       await writeFileAtomic(`${dir}/${name}.json`, JSON.stringify(full, null, 2) + "\n");
       // Never the one just written: after --from-checkpoint an older position can sort below abandoned newer ones.
-      for (const old of (await listManifests(dir)).filter((p) => p !== `${dir}/${name}.json`).slice(keep - 1)) {
+      const kept = [name, warmupEnd && stem(warmupEnd.epoch, warmupEnd.step)].map((n) => `${dir}/${n}.json`);
+      for (const old of (await listManifests(dir)).filter((p) => !kept.includes(p)).slice(keep - 1)) {
         await Deno.remove(old).catch(() => {});
         await Deno.remove(old.replace(/\.json$/, ".safetensors")).catch(() => {});
       }

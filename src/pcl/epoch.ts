@@ -58,6 +58,12 @@ export interface TrainOptions {
   readonly fresh?: boolean;
   /** Resume from this checkpoint manifest instead of the newest one. */
   readonly fromCheckpoint?: string;
+  /**
+   * A run directory whose warm-up this run shares: the same config but for `pcl.*` (PCL and its InfoNCE-only
+   * baseline, say). A run with no checkpoint of its own starts from that run's end-of-warm-up checkpoint, when it has
+   * one, rather than training the same warm-up epochs again: the weights are the same bit for bit.
+   */
+  readonly warmStart?: string;
   /** Set by a signal handler: the step in progress finishes, a checkpoint is written, training stops. */
   readonly stop?: { signal: string | undefined };
   /** Called after every step (for a progress bar). */
@@ -128,6 +134,12 @@ export interface TrainingRun {
   epochStarted: number;
 }
 
+/** The position a run's warm-up ends at (its last epoch, every step done), if it has one. */
+export const warmupEnd = (config: TrainConfig, stepsPerEpoch: number) =>
+  config.warmupEpochs > 0 && config.warmupEpochs < config.epochs
+    ? { epoch: config.warmupEpochs - 1, step: stepsPerEpoch }
+    : undefined;
+
 /** The first tensor holding a NaN or an infinity, if any. */
 const nonFinite = (tensors: ReadonlyMap<string, SafeTensor>) => {
   for (const [name, t] of tensors) {
@@ -177,26 +189,32 @@ const writeCheckpoint = (run: TrainingRun) =>
     const now = performance.now();
     // Within an epoch until its record is in: a signal after the last step still has to evaluate and record it.
     const midEpoch = !run.metrics.some((m) => m.epoch === run.epoch);
-    const path = yield* saveCheckpoint(run.checkpoints, tensors, {
-      epoch: run.epoch,
-      step: run.step,
-      stepsPerEpoch: run.sampler.stepsPerEpoch,
-      queuePointer: run.mstep.queuePointer,
-      configHash: run.hash,
-      config: configJson(run.config),
-      rng: "Philox4x32-10 keyed by (seed, stream), counters (epoch, step, ...): nothing else to restore",
-      metrics: run.metrics,
-      ...(midEpoch
-        ? {
-          progress: {
-            ...run.sums,
-            seconds: (now - run.mstepStarted) / 1000,
-            elapsed: (now - run.epochStarted) / 1000,
-          },
-        }
-        : {}),
-      adapter: run.gpu.adapter.description,
-    }, run.config.checkpoint.keep);
+    const path = yield* saveCheckpoint(
+      run.checkpoints,
+      tensors,
+      {
+        epoch: run.epoch,
+        step: run.step,
+        stepsPerEpoch: run.sampler.stepsPerEpoch,
+        queuePointer: run.mstep.queuePointer,
+        configHash: run.hash,
+        config: configJson(run.config),
+        rng: "Philox4x32-10 keyed by (seed, stream), counters (epoch, step, ...): nothing else to restore",
+        metrics: run.metrics,
+        ...(midEpoch
+          ? {
+            progress: {
+              ...run.sums,
+              seconds: (now - run.mstepStarted) / 1000,
+              elapsed: (now - run.epochStarted) / 1000,
+            },
+          }
+          : {}),
+        adapter: run.gpu.adapter.description,
+      },
+      run.config.checkpoint.keep,
+      warmupEnd(run.config, run.sampler.stepsPerEpoch),
+    );
     const metrics = `${run.opts.out}/metrics.jsonl`;
     yield* Effect.tryPromise({
       try: () => writeFileAtomic(metrics, run.metrics.map((m) => JSON.stringify(m) + "\n").join("")),

@@ -21,7 +21,15 @@ import { ArtifactStore, configHash, runPipeline } from "../graph/mod.ts";
 import { encoder } from "../nn/models.ts";
 import { prepareAugmenter } from "../ops/augment.ts";
 import { type Checkpoint, CheckpointError, listManifests, loadCheckpoint, restoreTensors } from "./checkpoint.ts";
-import { evaluationSets, infoNceEpoch, noSums, pclEpoch, type TrainingRun, type TrainOptions } from "./epoch.ts";
+import {
+  evaluationSets,
+  infoNceEpoch,
+  noSums,
+  pclEpoch,
+  type TrainingRun,
+  type TrainOptions,
+  warmupEnd,
+} from "./epoch.ts";
 import { EpochMetrics, trainingSeconds } from "./metrics.ts";
 import { prepareExtractor } from "../eval/features.ts";
 import { renderReport } from "../report/mod.ts";
@@ -94,6 +102,34 @@ const findCheckpoint = (dir: string, opts: TrainOptions) =>
   });
 
 /**
+ * The end-of-warm-up checkpoint of the run in `dir`, for a run with `config` to start from (`TrainOptions.warmStart`):
+ * none when that run has not finished its warm-up (or kept no checkpoint of its end); `ConfigMismatch` when its config
+ * differs from `config` in more than `pcl.*`, since then its warm-up is not this run's.
+ */
+const warmUpCheckpoint = (dir: string, config: TrainConfig) =>
+  Effect.gen(function* () {
+    const end = warmupEnd(config, 1); // its step is checked against the manifest's own steps per epoch below
+    if (end === undefined) return undefined;
+    const manifests = yield* Effect.tryPromise({
+      try: () => listManifests(`${dir}/checkpoints`),
+      catch: (e) => new CheckpointError({ path: dir, message: `cannot list the checkpoints in ${dir}: ${e}` }),
+    });
+    const prefix = `ckpt-${String(end.epoch).padStart(4, "0")}-`;
+    const path = manifests.find((p) => p.slice(p.lastIndexOf("/") + 1).startsWith(prefix)); // newest first
+    if (path === undefined) return undefined;
+    const c = yield* loadCheckpoint(path);
+    if (c.manifest.step !== c.manifest.stepsPerEpoch || c.manifest.progress !== undefined) return undefined;
+    const keys = configDiff(c.manifest.config, configJson(config)).filter((k) => !k.startsWith("pcl."));
+    if (keys.length > 0) {
+      return yield* new ConfigMismatch({
+        keys,
+        message: `cannot share the warm-up of ${dir}: its config differs in ${keys.join(", ")} (only pcl.* may)`,
+      });
+    }
+    return c;
+  });
+
+/**
  * Trains PCL (or the InfoNCE baseline when `pcl.enabled` is false) as configured, resuming where a run stopped. The
  * run directory is locked for the duration (`RunLocked` if another process holds it).
  */
@@ -120,12 +156,16 @@ const trainLocked = (config: TrainConfig, opts: TrainOptions) =>
       const archived = yield* archive(opts.out);
       if (archived) yield* Effect.logInfo(`--fresh: the previous run in ${opts.out} was moved to ${archived}`);
     }
-    const resume: Checkpoint | undefined = yield* findCheckpoint(checkpoints, opts);
+    const own: Checkpoint | undefined = yield* findCheckpoint(checkpoints, opts);
+    const shared = own === undefined && opts.warmStart !== undefined
+      ? yield* warmUpCheckpoint(opts.warmStart, config)
+      : undefined;
+    const resume = own ?? shared;
     const identity = runIdentity(config);
     const hash = yield* configHash(identity);
-    if (resume !== undefined && resume.manifest.configHash !== hash) {
+    if (own !== undefined && own.manifest.configHash !== hash) {
       // `epochs` is part of the identity only as a cosine schedule's horizon.
-      const keys = configDiff(resume.manifest.config, configJson(config))
+      const keys = configDiff(own.manifest.config, configJson(config))
         .filter((k) => k !== "epochs" || config.optimizer.schedule === "cosine");
       const cosine = keys.includes("epochs") // kept above only under a cosine schedule
         ? " A cosine schedule's rates all depend on the epoch count, so a cosine run cannot be extended: " +
@@ -133,7 +173,7 @@ const trainLocked = (config: TrainConfig, opts: TrainOptions) =>
         : "";
       return yield* new ConfigMismatch({
         keys,
-        message: `the config differs from the one of checkpoint ${resume.manifestPath} in: ${keys.join(", ")}.` +
+        message: `the config differs from the one of checkpoint ${own.manifestPath} in: ${keys.join(", ")}.` +
           `${cosine} Use the same config to resume, or pass --fresh to start a new run (the old one is archived).`,
       });
     }
@@ -208,8 +248,10 @@ const trainLocked = (config: TrainConfig, opts: TrainOptions) =>
         [run.sums, run.carried] = [sums, { seconds, elapsed }];
       }
       yield* Effect.logInfo(
-        `resuming from ${resume.manifestPath}: epoch ${run.epoch + 1}, step ${run.step}/` +
-          `${sampler.stepsPerEpoch}`,
+        shared === undefined
+          ? `resuming from ${resume.manifestPath}: epoch ${run.epoch + 1}, step ${run.step}/${sampler.stepsPerEpoch}`
+          : `starting from the end of the warm-up of ${opts.warmStart} (${resume.manifestPath}): its config ` +
+            `differs only in pcl.*, so its ${config.warmupEpochs} warm-up epochs are this run's`,
       );
     }
     // An epoch whose record is in is done; one stopped after its last step still evaluates and records itself.

@@ -141,6 +141,38 @@ effectTest(
 );
 
 effectTest(
+  "train: an InfoNCE run started from a PCL run's end of warm-up equals one trained from scratch, bit for bit",
+  Effect.gen(function* () {
+    const checkpoint = { everySteps: 3, keep: 2 };
+    const pcl = yield* Effect.promise(() => decode({ ...tinyConfig, checkpoint }));
+    const infoNce = yield* Effect.promise(() =>
+      decode({ ...tinyConfig, checkpoint, pcl: { ...tinyConfig.pcl, enabled: false } })
+    );
+    const [pclDir, scratch, shared] = [yield* tempDir("pcl-w-"), yield* tempDir("pcl-ws-"), yield* tempDir("pcl-wx-")];
+    yield* run(pcl, { out: pclDir });
+    // The newest `keep`, and the end of the warm-up (epoch 1 of 2, all 8 steps), kept past them.
+    const names = (yield* Effect.promise(() => listManifests(`${pclDir}/checkpoints`))).map((p) => p.split("/").at(-1));
+    assert.deepEqual(names, ["ckpt-0001-000008.json", "ckpt-0001-000006.json", "ckpt-0000-000008.json"]);
+    const a = yield* run(infoNce, { out: scratch });
+    const b = yield* run(infoNce, { out: shared, warmStart: pclDir });
+    sameTensors((yield* finalTensors(scratch)).tensors, (yield* finalTensors(shared)).tensors, "warm-started");
+    assert.deepEqual(b.metrics.map((m) => m.infoNce), a.metrics.map((m) => m.infoNce));
+    // Its first epoch is the PCL run's, record and all (its time too); only the second was trained.
+    const pclRecord = JSON.parse(Deno.readTextFileSync(`${pclDir}/metrics.jsonl`).split("\n")[0]!);
+    assert.deepEqual(JSON.parse(JSON.stringify(b.metrics[0])), pclRecord);
+    assert.notEqual(a.metrics[0]!.seconds, pclRecord.seconds);
+    // A config that differs outside pcl.* cannot share it: refused, naming the keys, before anything is written.
+    const other = yield* Effect.promise(() => decode({ ...tinyConfig, checkpoint, optimizer: { lr: 0.04 } }));
+    const refused = yield* tempDir("pcl-wr-");
+    const exit = yield* Effect.exit(run(other, { out: refused, warmStart: pclDir }));
+    const e = exit._tag === "Failure" ? exit.cause.reasons.map((r) => ("error" in r ? r.error : r))[0] : undefined;
+    assert.ok(e instanceof ConfigMismatch, String(e));
+    assert.deepEqual(e.keys, ["optimizer.lr"]);
+    assert.deepEqual(yield* Effect.promise(() => listManifests(`${refused}/checkpoints`)), []);
+  }),
+);
+
+effectTest(
   "train: a corrupt newest checkpoint is an error naming it, and nothing on disk changes",
   Effect.gen(function* () {
     const config = yield* Effect.promise(() => decode({ ...tinyConfig, epochs: 1, warmupEpochs: 0 }));
@@ -275,6 +307,9 @@ effectTest(
     const baseline = (yield* Effect.promise(() => Deno.readTextFile(`${dir}/cmp/seed-5/infonce/metrics.jsonl`)))
       .trim().split("\n");
     assert.deepEqual(baseline.map((l) => JSON.parse(l).protoNce.length), [0, 0]);
+    // The baseline shares PCL's warm-up epoch (the same weights): its record is PCL's, time included.
+    const pclFirst = Deno.readTextFileSync(`${dir}/cmp/seed-5/pcl/metrics.jsonl`).split("\n")[0]!;
+    assert.deepEqual(JSON.parse(baseline[0]!), JSON.parse(pclFirst));
     // A second run trains nothing again: the runs' files stay as they were, the table is the same.
     const before = yield* Effect.promise(() => snapshot(`${dir}/cmp/seed-4`));
     const again = yield* Effect.promise(compare);
