@@ -2,9 +2,9 @@
  * `pcl compare`: PCL against the InfoNCE-only baseline (MoCo) over seeds, with the same config and budget, beside the
  * untrained encoder and the raw pixels. Each (method, seed) trains in `OUT/seed-S/<method>/`, so a finished one is not
  * trained again and an interrupted one resumes; the InfoNCE run starts from the PCL run's end of warm-up (the same
- * weights as training those epochs again: `TrainOptions.warmStart`), so it trains only the epochs after it. The table (printed, and as `OUT/comparison.html`) and
- * `OUT/comparison.json` give each method's mean ± sd over the seeds and the paired PCL − InfoNCE difference ± its
- * standard error.
+ * weights as training those epochs again: `TrainOptions.warmStart`), so it trains only the epochs after it. The table
+ * (printed, and as `OUT/comparison.html`) and `OUT/comparison.json` give each method's mean ± sd over the seeds and the
+ * paired PCL − InfoNCE difference ± its standard error.
  */
 import { Effect, Option } from "effect";
 import { Command, Flag } from "effect/cli";

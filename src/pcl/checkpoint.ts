@@ -195,7 +195,7 @@ export const restoreTensors = (m: MStep, c: Checkpoint) =>
 
 /**
  * Writes a checkpoint and removes all but the newest `keep`, and the end of the warm-up (`warmupEnd`, if given): the
- * point where a PCL run and its InfoNCE-only baseline part ways (`warmUpCheckpoint`). Returns the manifest's path.
+ * point where a PCL run and its InfoNCE-only baseline part ways (`TrainOptions.warmStart`). Returns the manifest's path.
  */
 export const saveCheckpoint = (
   dir: string,
