@@ -33,7 +33,7 @@ const cell = (s: Spread | undefined, pct: Unit) =>
 const diffCell = (d: Difference, pct: Unit) =>
   d.n === 0
     ? "-"
-    : `${d.mean >= 0 ? "+" : ""}${fmt(d.mean, pct, 2)}${d.n > 1 ? ` ± ${fmt(d.se, pct, 2)}` : ""}${
+    : `${d.mean >= 0 ? "+" : "−"}${fmt(Math.abs(d.mean), pct, 2)}${d.n > 1 ? ` ± ${fmt(d.se, pct, 2)}` : ""}${
       pct === "s" ? " s" : ""
     }`;
 

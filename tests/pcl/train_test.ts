@@ -285,8 +285,9 @@ effectTest(
     const mean = (d[0]! + d[1]!) / 2, se = Math.abs(d[0]! - d[1]!) / 2; // sd of two values / √2
     assert.ok(Math.abs(saved.difference.AMI.mean - mean) < 1e-12 && Math.abs(saved.difference.AMI.se - se) < 1e-12);
     const diffRow = table.split("\n").find((l) => l.startsWith("PCL − InfoNCE, paired"))!.split(/\s{2,}/);
-    assert.equal(diffRow[4], `${mean >= 0 ? "+" : ""}${mean.toFixed(3)} ± ${se.toFixed(3)}`);
-    assert.match(diffRow[1]!, /^[+-]?\d+\.\d{2} ± \d+\.\d{2}$/, "percentage-point differences with two decimals");
+    // Signed as the training summary signs its differences: "+" or "−" (U+2212).
+    assert.equal(diffRow[4], `${mean >= 0 ? "+" : "−"}${Math.abs(mean).toFixed(3)} ± ${se.toFixed(3)}`);
+    assert.match(diffRow[1]!, /^[+−]\d+\.\d{2} ± \d+\.\d{2}$/, "percentage-point differences with two decimals");
     // The random row is the evaluation of the encoder the runs of the config's seed started from; the pixel row the
     // raw images under the same protocol.
     const decoded = yield* decodeConfig({ ...tinyConfig, evaluation });
