@@ -243,6 +243,12 @@ export const listManifests = async (dir: string): Promise<string[]> => {
   return names.sort().reverse().map((n) => `${dir}/${n}`);
 };
 
+/** The newest manifest of `epoch` in `dir` (the one at its highest step), if any. */
+export const newestOfEpoch = async (dir: string, epoch: number) => {
+  const prefix = `${dir}/${stem(epoch, 0).slice(0, -"000000".length)}`;
+  return (await listManifests(dir)).find((p) => p.startsWith(prefix));
+};
+
 /** Reads a checkpoint and verifies its tensors file against the manifest's size and checksum. */
 export const loadCheckpoint = (manifestPath: string) =>
   Effect.tryPromise({

@@ -20,7 +20,14 @@ import { Gpu } from "../gpu/gpu.ts";
 import { ArtifactStore, configHash, runPipeline } from "../graph/mod.ts";
 import { encoder } from "../nn/models.ts";
 import { prepareAugmenter } from "../ops/augment.ts";
-import { type Checkpoint, CheckpointError, listManifests, loadCheckpoint, restoreTensors } from "./checkpoint.ts";
+import {
+  type Checkpoint,
+  CheckpointError,
+  listManifests,
+  loadCheckpoint,
+  newestOfEpoch,
+  restoreTensors,
+} from "./checkpoint.ts";
 import {
   evaluationSets,
   infoNceEpoch,
@@ -110,12 +117,10 @@ const warmUpCheckpoint = (dir: string, config: TrainConfig) =>
   Effect.gen(function* () {
     const end = warmupEnd(config, 1); // its step is checked against the manifest's own steps per epoch below
     if (end === undefined) return undefined;
-    const manifests = yield* Effect.tryPromise({
-      try: () => listManifests(`${dir}/checkpoints`),
+    const path = yield* Effect.tryPromise({
+      try: () => newestOfEpoch(`${dir}/checkpoints`, end.epoch),
       catch: (e) => new CheckpointError({ path: dir, message: `cannot list the checkpoints in ${dir}: ${e}` }),
     });
-    const prefix = `ckpt-${String(end.epoch).padStart(4, "0")}-`;
-    const path = manifests.find((p) => p.slice(p.lastIndexOf("/") + 1).startsWith(prefix)); // newest first
     if (path === undefined) return undefined;
     const c = yield* loadCheckpoint(path);
     if (c.manifest.step !== c.manifest.stepsPerEpoch || c.manifest.progress !== undefined) return undefined;
